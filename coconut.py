@@ -1,0 +1,116 @@
+"""Chain of Continuous Thought: the loop that feeds the last hidden state back as the next input (paper §3, Fig. 1).
+
+Every `<|latent|>` position t receives, as its input embedding, the final hidden state (after ln_f) at
+position t-1. That state only exists once position t-1 has been computed, so a sequence with n thoughts is
+run in n+1 passes over the key/value cache: the first pass up to the first thought, then one position per
+thought, then the rest. Each position is computed exactly once, so the whole costs about one forward pass,
+and gradients flow back through every thought into the passes before it (§3, "Training Procedure").
+
+The interface mirrors the reference implementation (facebookresearch/coconut) so results compare one to one:
+`Coconut(model, latent_id, start_id, end_id, eos_id)`, `forward(input_ids, attention_mask, labels,
+position_ids)` -> `.loss`, `.logits`.
+"""
+
+from collections import namedtuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Outputs = namedtuple("Outputs", ["loss", "inputs_embeds", "logits"])
+ThoughtPass = namedtuple("ThoughtPass", ["logits", "hidden", "inputs_embeds", "past_kv", "n_passes"])
+Generation = namedtuple("Generation", ["tokens", "lengths", "n_passes"])
+
+
+def lm_loss(logits, labels):
+    """Next-token cross-entropy; labels of -100 (question, markers, thoughts, padding) are not scored."""
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=-100)
+
+
+class Coconut(nn.Module):
+    def __init__(self, model, latent_id, start_id, end_id, eos_id, pause_as_thought=False):
+        super().__init__()
+        self.model = model
+        self.latent_id, self.start_id, self.end_id, self.eos_id = latent_id, start_id, end_id, eos_id
+        # The "pause as thought" ablation (§4.4): thought slots keep the <|latent|> embedding and act as
+        # learned pause tokens, with the same curriculum. Nothing is fed back, so one pass suffices.
+        self.pause_as_thought = pause_as_thought
+
+    def run_thoughts(self, input_ids, attention_mask=None, position_ids=None):
+        """The thought loop: returns ThoughtPass(logits, hidden, inputs_embeds with thoughts, past_kv, n_passes).
+
+        Rows may hold different numbers of thoughts at different columns. Passes end at every column that
+        holds a thought in some row; at that column those rows take the last hidden state of the pass just
+        finished, the other rows their own token's embedding. With the collator's alignment (first thought in
+        the same column everywhere) n thoughts give exactly n+1 passes, as in the reference.
+        """
+        B, T = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+        embeds = self.model.embed(input_ids)
+        is_thought = input_ids == self.latent_id
+        columns = [] if self.pause_as_thought else torch.nonzero(is_thought.any(0)).flatten().tolist()
+        if columns and columns[0] == 0:
+            raise ValueError("a <|latent|> token in column 0 has no preceding hidden state to receive")
+        bounds = [0] + columns + [T]
+        chunks_logits, chunks_hidden, chunks_embeds, past_kv = [], [], [], None
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            x = embeds[:, start:end]
+            if start > 0 and not self.pause_as_thought:
+                thought = chunks_hidden[-1][:, -1]  # final hidden state at position start-1
+                first = torch.where(is_thought[:, start, None], thought.to(x.dtype), x[:, 0])
+                x = torch.cat([first[:, None], x[:, 1:]], dim=1)
+            out = self.model(inputs_embeds=x, position_ids=position_ids[:, start:end],
+                             attention_mask=attention_mask[:, :end], past_kv=past_kv)
+            chunks_logits.append(out.logits)
+            chunks_hidden.append(out.hidden)
+            chunks_embeds.append(x)
+            past_kv = out.past_kv
+        return ThoughtPass(torch.cat(chunks_logits, 1), torch.cat(chunks_hidden, 1), torch.cat(chunks_embeds, 1),
+                           past_kv, len(bounds) - 1)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None):
+        out = self.run_thoughts(input_ids, attention_mask, position_ids)
+        loss = None if labels is None else lm_loss(out.logits, labels)
+        return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=out.logits)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, position_ids=None, max_new_tokens=128):
+        """Batched greedy decoding with the key/value cache after the thoughts.
+
+        Prompts may be padded on either side (attention_mask 0); each row continues from its last real token
+        at its own next position, so every row gets exactly the tokens it would get decoded alone. A row stops
+        at eos (not counted in its length, not written) or after max_new_tokens.
+        Returns Generation(tokens (B, max_new_tokens) eos-filled, lengths (B,), n_passes forward passes).
+        """
+        B, T = input_ids.shape
+        device = input_ids.device
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(T, device=device).expand(B, T)
+        out = self.run_thoughts(input_ids, attention_mask, position_ids)
+        rows = torch.arange(B, device=device)
+        last = T - 1 - attention_mask.flip(1).long().argmax(1)  # column of each row's last real token
+        next_logits = out.logits[rows, last]
+        next_pos = position_ids[rows, last] + 1
+        past_kv, n_passes = out.past_kv, out.n_passes
+        tokens = torch.full((B, max_new_tokens), self.eos_id, dtype=torch.long, device=device)
+        lengths = torch.zeros(B, dtype=torch.long, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        for step in range(max_new_tokens):
+            tok = torch.where(done, self.eos_id, next_logits.argmax(-1))
+            done = done | (tok == self.eos_id)
+            tokens[:, step] = tok
+            lengths += (~done).long()
+            if done.all() or step == max_new_tokens - 1:
+                break
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            o = self.model(idx=tok[:, None], position_ids=next_pos[:, None], attention_mask=attention_mask,
+                           past_kv=past_kv)
+            next_logits, past_kv, next_pos = o.logits[:, -1], o.past_kv, next_pos + 1
+            n_passes += 1
+        return Generation(tokens, lengths, n_passes)

@@ -1,0 +1,535 @@
+"""Data: the three datasets, a ProsQA generator, and the curriculum's token sequences (paper §3-4, Appendix A).
+
+Everything between a JSON file and a batch of tensors. The sequences follow the reference implementation
+token for token: `question + "\\n"`, each `step + "\\n"`, `"### " + answer`, eos. At stage k of the
+curriculum the first k steps are replaced by `<bot>`, k*c `<|latent|>`, `<eot>` (§3 "Training Procedure").
+
+    python data.py prosqa --generate --out data/          # ProsQA-sized splits from our generator
+    python data.py prosqa --generate --out data/mini --nodes 8 12 --path 2 3 --train 8000
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+from collections import deque
+
+import torch
+
+from model import EOS_ID, LATENT_ID, START_LATENT_ID, END_LATENT_ID, download
+
+SPECIAL_TOKENS = {START_LATENT_ID: "<|start-latent|>", END_LATENT_ID: "<|end-latent|>", LATENT_ID: "<|latent|>"}
+METHODS = ("coconut", "cot", "no-cot", "pause", "icot", "no-thought", "pause-as-thought", "no-curriculum")
+DATASETS = ("prosqa", "prontoqa", "gsm8k")
+SPLITS = ("train", "valid", "test")
+
+# Pinned sources (DEVELOPERS.md). GSM8k's train file is stored with Git LFS, hence the media host.
+PROSQA_URL = ("https://raw.githubusercontent.com/facebookresearch/coconut/"
+              "27273cb8cca4bb763c041a63b036d0c3b7cbbb48/data/prosqa_{split}.json")
+GSM8K_URL = ("https://media.githubusercontent.com/media/da03/Internalize_CoT_Step_by_Step/"
+             "e06a32ee5e4cd117171daeb4755d2a97ece62761/data/gsm8k/{split}.txt")
+PROSQA_SIZES = {"train": 17886, "valid": 300, "test": 500}
+PRONTOQA_SIZES = {"train": 9000, "valid": 200, "test": 800}
+
+
+class DataError(ValueError):
+    """A file or record that cannot be used; the message names the file, record and field."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokenizer: tiktoken's GPT-2 BPE plus the three Coconut ids.
+
+class Tokenizer:
+    eos_id = EOS_ID
+
+    def __init__(self):
+        import tiktoken
+        repo_cache = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shared", "tiktoken")
+        if "TIKTOKEN_CACHE_DIR" not in os.environ and os.path.isdir(repo_cache):
+            os.environ["TIKTOKEN_CACHE_DIR"] = repo_cache
+        try:
+            self.enc = tiktoken.get_encoding("gpt2")
+        except Exception as e:  # tiktoken fetches the BPE file on first use
+            raise RuntimeError("could not load GPT-2's BPE (tiktoken 'gpt2'); offline, point TIKTOKEN_CACHE_DIR "
+                               f"at a folder holding tiktoken's cached files ({e})") from e
+
+    def encode(self, text):
+        return self.enc.encode_ordinary(text)
+
+    def decode(self, ids, skip_special=False):
+        """Readable text; Coconut's ids shown by name (or dropped, like eos, with skip_special)."""
+        out, run = [], []
+        for i in list(ids):
+            i = int(i)
+            if i in SPECIAL_TOKENS or i == EOS_ID:
+                out.append(self.enc.decode(run))
+                run = []
+                if not skip_special:
+                    out.append(SPECIAL_TOKENS.get(i, "<|endoftext|>"))
+            else:
+                run.append(i)
+        out.append(self.enc.decode(run))
+        return "".join(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Records: the reference JSON format, validated in full before anything is used.
+
+GRAPH_FIELDS = ("idx_to_symbol", "edges", "root", "target", "neg_target")
+
+
+def validate_records(records, source, graph=False):
+    if not isinstance(records, list):
+        raise DataError(f"{source}: expected a JSON list of records, got {type(records).__name__}")
+    for i, r in enumerate(records):
+        where = f"{source}: record {i}"
+        if not isinstance(r, dict):
+            raise DataError(f"{where}: expected an object, got {type(r).__name__}")
+        for field in ("question", "answer"):
+            if not isinstance(r.get(field), str):
+                raise DataError(f"{where}: field '{field}' must be a string" + ("" if field in r else " (missing)"))
+        steps = r.get("steps")
+        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise DataError(f"{where}: field 'steps' must be a list of strings" + ("" if "steps" in r else " (missing)"))
+        if graph:
+            validate_graph(r, where)
+    return records
+
+
+def validate_graph(r, where):
+    names = r.get("idx_to_symbol")
+    if not isinstance(names, list) or not all(isinstance(s, str) for s in names):
+        raise DataError(f"{where}: field 'idx_to_symbol' must be a list of strings")
+    n = len(names)
+    edges = r.get("edges")
+    if not isinstance(edges, list) or not all(
+            isinstance(e, list) and len(e) == 2 and all(isinstance(x, int) and 0 <= x < n for x in e) for e in edges):
+        raise DataError(f"{where}: field 'edges' must be a list of [parent, child] node indices below {n}")
+    for field in ("root", "target", "neg_target"):
+        if not isinstance(r.get(field), int) or not 0 <= r[field] < n:
+            raise DataError(f"{where}: field '{field}' must be a node index below {n}")
+
+
+def load_records(path, graph=False):
+    try:
+        with open(path, encoding="utf-8") as f:
+            records = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    return validate_records(records, path, graph)
+
+
+def write_json_atomic(obj, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Converters from the original formats (exactly as the reference's preprocessing scripts).
+
+def prontoqa_from_generator(raw):
+    """`5hop_0shot_random.json` -> records: question + " " + query, chain-of-thought joined two by two."""
+    records = []
+    for key, v in raw.items():
+        ex = v["test_example"]
+        cot = ex["chain_of_thought"]
+        records.append({"question": ex["question"] + " " + ex["query"],
+                        "steps": [" ".join(cot[i:i + 2]) for i in range(0, len(cot), 2)],
+                        "answer": ex["answer"]})
+    return records
+
+
+def split_prontoqa(records):
+    """The reference's split: 9,000 train, 200 valid, the rest test."""
+    return {"train": records[:9000], "valid": records[9000:9200], "test": records[9200:]}
+
+
+def gsm8k_from_icot(lines, source):
+    """iCoT lines `question||<<a>> <<b>> #### answer` -> records with steps split on spaces."""
+    records = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        if "||" not in line or "####" not in line:
+            raise DataError(f"{source}: line {n}: expected 'question||steps #### answer'")
+        question, rest = line.split("||", 1)
+        cot, answer = rest.rsplit("####", 1)
+        records.append({"question": question, "steps": cot.strip().split(" ") if cot.strip() else [],
+                        "answer": answer.strip()})
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ProsQA generator (paper Appendix A). The reference repository ships only the data, not its generator.
+
+PERSON_NAMES = ["Alex", "Bob", "Carol", "Davis", "Eva", "Fae", "Gabriel", "Jack", "Max", "Oliver", "Polly", "Rex",
+                "Sally", "Sam", "Stella", "Tom", "Wren"]
+CONCEPT_NAMES = ["bompus", "boompus", "brimpus", "chorpus", "dumpus", "felpus", "fompus", "gerpus", "gorpus",
+                 "grimpus", "gwompus", "hilpus", "impus", "jelpus", "jompus", "kerpus", "lempus", "lorpus", "numpus",
+                 "quimpus", "rempus", "rompus", "rorpus", "scrompus", "shumpus", "sterpus", "storpus", "terpus",
+                 "timpus", "tumpus", "vumpus", "worpus", "wumpus", "yerpus", "yimpus", "yumpus", "zhorpus", "zumpus"]
+
+
+def poisson(rng, lam):
+    """Knuth's method: plenty for lam = 1.5."""
+    k, p, limit = 0, rng.random(), math.exp(-lam)
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def bfs(children, source):
+    """Distances from source and the number of shortest paths to each reached node."""
+    dist, count, queue = {source: 0}, {source: 1}, deque([source])
+    while queue:
+        u = queue.popleft()
+        for v in children[u]:
+            if v not in dist:
+                dist[v], count[v] = dist[u] + 1, count[u]
+                queue.append(v)
+            elif dist[v] == dist[u] + 1:
+                count[v] += count[u]
+    return dist, count
+
+
+def prosqa_graph(rng, n_nodes, lam=1.5, p_side=0.35, p_person=0.025):
+    """One DAG of Appendix A. Returns (parents per node, label bits per node: 1 = from node 0, 2 = from node 1).
+
+    Appendix A draws the parent count from Poisson(1.5) but does not say what a draw of 0 does. The official
+    splits have 2.5 parentless nodes per graph and a mean in-degree of 1.79 elsewhere, which a redrawn 0
+    (zero-truncated Poisson) plus an occasional new person (p_person) reproduces; a kept 0 does not (4.6
+    people, 30 edges instead of 36).
+    """
+    parents, label, depth = [[], []], [1, 2], [0, 0]
+    for i in range(2, n_nodes):
+        n_parents = 0
+        while n_parents == 0 and rng.random() >= p_person:
+            n_parents = poisson(rng, lam)
+        r = rng.random()
+        if r < p_side:  # keep the new node off node 1's side
+            cands = [j for j in range(i) if not label[j] & 2]
+        elif r < 2 * p_side:  # keep it off node 0's side
+            cands = [j for j in range(i) if not label[j] & 1]
+        else:
+            cands = list(range(i))
+        chosen = []
+        for _ in range(min(n_parents, len(cands))):  # weighted draw without replacement
+            pool = [j for j in cands if j not in chosen]
+            chosen.append(rng.choices(pool, weights=[1.5 * depth[j] + 1 for j in pool])[0])
+        parents.append(chosen)
+        label.append(0)
+        for j in chosen:
+            label[i] |= label[j]
+        depth.append(1 + max((depth[j] for j in chosen), default=-1))
+    return parents, label
+
+
+def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
+    """Draw graphs until one has a target at shortest distance within `path`; return a ProsQA record."""
+    while True:
+        n = rng.randint(*nodes)
+        parents, label = prosqa_graph(rng, n)
+        children = [[] for _ in range(n)]
+        for child, ps in enumerate(parents):
+            for p in ps:
+                children[p].append(child)
+        leaves = [i for i in range(n) if not children[i]]
+        dist, _ = bfs(children, 0)
+        targets = [i for i in leaves if label[i] == 1 and path[0] <= dist.get(i, -1) <= path[1]]
+        negatives = [i for i in leaves if label[i] == 2]
+        if targets and negatives:
+            break
+    # The farthest target: the official path lengths (3: 41%, 4: 44%, 5: 12%, 6: 2%) sit above a random leaf's.
+    far = max(dist[i] for i in targets)
+    target, neg = rng.choice([i for i in targets if dist[i] == far]), rng.choice(negatives)
+    # Parentless nodes are people, the others concepts; names are unique within a graph.
+    people = [i for i in range(n) if not parents[i]]
+    names = rng.sample(PERSON_NAMES, len(people)) if len(people) <= len(PERSON_NAMES) else None
+    if names is None or n - len(people) > len(CONCEPT_NAMES):
+        return prosqa_sample(rng, nodes, path)
+    symbol = dict(zip(people, names))
+    symbol.update(zip([i for i in range(n) if parents[i]], rng.sample(CONCEPT_NAMES, n - len(people))))
+    idx_to_symbol = [symbol[i] for i in range(n)]
+    edges = [[p, c] for c in range(n) for p in parents[c]]
+    rng.shuffle(edges)
+
+    def statement(p, c):
+        return f"{symbol[p]} is a {symbol[c]}." if not parents[p] else f"Every {symbol[p]} is a {symbol[c]}."
+
+    # One shortest path, ties broken at random: walk back from the target through nodes one step closer.
+    route = [target]
+    while route[-1] != 0:
+        route.append(rng.choice([p for p in parents[route[-1]] if dist.get(p) == dist[route[-1]] - 1]))
+    route.reverse()
+    steps = [statement(a, b) for a, b in zip(route, route[1:])]
+    options = [symbol[target], symbol[neg]]
+    rng.shuffle(options)
+    question = " ".join(statement(p, c) for p, c in edges) + f" Is {symbol[0]} a {options[0]} or {options[1]}?"
+    return {"question": question, "steps": steps, "answer": f"{symbol[0]} is a {symbol[target]}.",
+            "idx_to_symbol": idx_to_symbol, "edges": edges, "root": 0, "target": target, "neg_target": neg}
+
+
+def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
+    """Splits of ProsQA-style records; deterministic for a seed; no question appears in two splits."""
+    rng, seen, out = random.Random(seed), set(), {}
+    for split, size in sizes.items():
+        out[split] = []
+        while len(out[split]) < size:
+            r = prosqa_sample(rng, nodes, path)
+            if r["question"] not in seen:
+                seen.add(r["question"])
+                out[split].append(r)
+    return out
+
+
+def graph_statistics(records):
+    """Mean nodes, edges, shortest-path length and number of shortest paths (root -> target)."""
+    stats = {"nodes": [], "edges": [], "path": [], "n_paths": []}
+    for r in records:
+        children = [[] for _ in r["idx_to_symbol"]]
+        for p, c in r["edges"]:
+            children[p].append(c)
+        dist, count = bfs(children, r["root"])
+        stats["nodes"].append(len(r["idx_to_symbol"]))
+        stats["edges"].append(len(r["edges"]))
+        stats["path"].append(dist[r["target"]])
+        stats["n_paths"].append(count[r["target"]])
+    return {k: sum(v) / len(v) for k, v in stats.items()} | {
+        "nodes_min": min(stats["nodes"]), "nodes_max": max(stats["nodes"]),
+        "path_min": min(stats["path"]), "path_max": max(stats["path"])}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ProntoQA generator: 5-hop fictional ontologies in the official generator's surface form, for offline runs.
+
+PRONTOQA_CONCEPTS = ["brimpus", "dumpus", "gorpus", "grimpus", "impus", "jompus", "lempus", "lorpus", "numpus",
+                     "rompus", "shumpus", "sterpus", "tumpus", "vumpus", "wumpus", "yumpus", "zumpus"]
+PRONTOQA_PROPERTIES = ["sweet", "sour", "feisty", "angry", "slow", "fast", "temperate", "large", "small",
+                       "discordant", "opaque", "fruity", "overcast", "wooden", "dull", "bright", "windy", "liquid",
+                       "hot", "cold", "melodic", "earthy", "happy", "mean", "moderate", "orange", "spicy",
+                       "shy", "kind", "red", "blue", "floral", "metallic", "nervous", "transparent", "aggressive"]
+
+
+def prontoqa_sample(rng, hops=5, n_branches=6):
+    """Chain entity -> c0 -> ... -> c_{hops-1} -> property, with distractors, 25 statements like the official."""
+    concepts = rng.sample(PRONTOQA_CONCEPTS, hops + n_branches + 3)
+    chain, branches = concepts[:hops], concepts[hops:hops + n_branches]
+    decoy, decoy_parent, opposite = concepts[hops + n_branches:]
+    props = rng.sample(PRONTOQA_PROPERTIES, hops + n_branches + 1)
+    entity = rng.choice(PERSON_NAMES)
+
+    def isa(a, b):
+        return rng.choice([f"Every {a} is a {b}.", f"Each {a} is a {b}.", f"{a.capitalize()}es are {b}es."])
+
+    def has(a, p, neg):
+        n = "not " if neg else ""
+        return rng.choice([f"Every {a} is {n}{p}.", f"Each {a} is {n}{p}.", f"{a.capitalize()}es are {n}{p}."])
+
+    final_prop, final_neg = props[hops - 1], rng.random() < 0.5
+    rules = {}
+    for i in range(hops - 1):
+        rules[(chain[i], chain[i + 1])] = isa(chain[i], chain[i + 1])
+    for i in range(hops - 1):
+        rules[(chain[i], props[i])] = has(chain[i], props[i], rng.random() < 0.5)
+    rules[(chain[-1], final_prop)] = has(chain[-1], final_prop, final_neg)
+    for j, b in enumerate(branches):
+        rules[(chain[j % hops], b)] = isa(chain[j % hops], b)
+        if j < n_branches - 1:
+            rules[(b, props[hops + j])] = has(b, props[hops + j], rng.random() < 0.5)
+    rules[(decoy, decoy_parent)] = isa(decoy, decoy_parent)
+    rules[(decoy, props[-1])] = has(decoy, props[-1], rng.random() < 0.5)
+    rules[(opposite, final_prop)] = has(opposite, final_prop, not final_neg)
+    statements = list(rules.values())
+    rng.shuffle(statements)
+    facts = [f"{entity} is a {chain[0]}.", f"{entity} is a {decoy}."]
+    rng.shuffle(facts)
+    cot = [f"{entity} is a {chain[0]}."]
+    for i in range(hops - 1):
+        cot += [rules[(chain[i], chain[i + 1])], f"{entity} is a {chain[i + 1]}."]
+    cot += [rules[(chain[-1], final_prop)], f"{entity} is {'not ' if final_neg else ''}{final_prop}."]
+    query_neg = rng.random() < 0.5
+    return {"test_example": {
+        "question": " ".join(statements + facts),
+        "query": f"True or false: {entity} is {'not ' if query_neg else ''}{final_prop}.",
+        "chain_of_thought": cot,
+        "answer": "True" if query_neg == final_neg else "False"}}
+
+
+def generate_prontoqa_raw(n, seed=0):
+    rng = random.Random(seed)
+    return {f"example{i + 1}": prontoqa_sample(rng) for i in range(n)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Finding a dataset's splits: local files, else the pinned download, else (where one exists) our generator.
+
+def ensure_dataset(name, data_dir="data", notice=print):
+    """Make sure `data_dir/<name>_{train,valid,test}.json` exist; returns {split: path}."""
+    if name not in DATASETS:
+        raise DataError(f"--dataset {name!r}: expected one of {', '.join(DATASETS)}")
+    paths = {s: os.path.join(data_dir, f"{name}_{s}.json") for s in SPLITS}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    os.makedirs(data_dir, exist_ok=True)
+    if name == "prosqa":
+        try:
+            for s, p in paths.items():
+                if not os.path.exists(p):
+                    download(PROSQA_URL.format(split=s), p)
+        except ConnectionError:
+            notice(f"ProsQA: no network, so {data_dir}/prosqa_*.json are generated by data.py's generator "
+                   "(paper Appendix A), not the official release")
+            for s, records in generate_prosqa(PROSQA_SIZES).items():
+                write_json_atomic(records, paths[s])
+    elif name == "prontoqa":
+        raw_path = os.path.join(data_dir, "5hop_0shot_random.json")
+        if os.path.exists(raw_path):
+            with open(raw_path) as f:
+                raw = json.load(f)
+        else:
+            notice(f"ProntoQA: {raw_path} not found, so the splits come from data.py's built-in 5-hop generator")
+            raw = generate_prontoqa_raw(sum(PRONTOQA_SIZES.values()))
+        for s, records in split_prontoqa(prontoqa_from_generator(raw)).items():
+            write_json_atomic(records, paths[s])
+    else:
+        for s, p in paths.items():
+            txt = os.path.join(data_dir, f"gsm8k_{s}.txt")
+            try:
+                if not os.path.exists(txt):
+                    download(GSM8K_URL.format(split=s), txt)
+            except ConnectionError as e:
+                raise DataError(f"GSM8k: {txt} is missing and could not be downloaded ({e}); there is no "
+                                "generator for GSM8k") from None
+            with open(txt, encoding="utf-8") as f:
+                lines = f.readlines()
+            if lines and lines[0].startswith("version https://git-lfs"):
+                raise DataError(f"{txt}: a Git LFS pointer, not the data; fetch the file itself")
+            write_json_atomic(gsm8k_from_icot(lines, txt), p)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Token sequences for each method and stage (the reference's dataset.py rules).
+
+def tokenize_record(tok, r):
+    """The parts tokenized separately; concatenated they equal the whole text's tokens (checked in tests)."""
+    return {"question": tok.encode(r["question"] + "\n"),
+            "steps": [tok.encode(s + "\n") for s in r["steps"]],
+            "answer": tok.encode("### " + r["answer"]) + [EOS_ID]}
+
+
+def layout(n_steps, stage, method, c, max_latent_stage, pad_latent_to_max, icot_tokens_per_stage=0):
+    """What stage `stage` does to a sample with n_steps steps: (steps dropped, thoughts, markers?)."""
+    if method == "cot":
+        return 0, 0, False
+    if method in ("no-cot", "icot"):
+        return (n_steps if method == "no-cot" else 0), 0, False
+    if method == "pause":  # the Pause-token baseline: answer only, after as many pauses as Coconut's thoughts
+        return n_steps, max_latent_stage * c, False
+    if stage > max_latent_stage:  # past the last stage every step goes; the thought count stays
+        drop = n_steps
+        thoughts = max_latent_stage if pad_latent_to_max else min(n_steps, max_latent_stage)
+    else:
+        drop, thoughts = stage, stage
+    if method == "no-thought":  # w/o thought: the same curriculum, nothing in place of the steps
+        return drop, 0, False
+    return drop, thoughts * c, True  # coconut, pause-as-thought, no-curriculum
+
+
+def build_example(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_max=True, rng=None,
+                  uniform_prob=0.0, icot_tokens_per_stage=8):
+    """input_ids and labels for training; labels -100 on question, markers and thoughts."""
+    steps = sample["steps"]
+    if rng is not None and uniform_prob > 0 and rng.random() < uniform_prob:
+        stage = rng.choice(range(len(steps) + 1))  # stage mixing (the analysis model, §5)
+    drop, n_thoughts, markers = layout(len(steps), stage, method, c, max_latent_stage, pad_latent_to_max)
+    kept = [t for s in steps[drop:] for t in s]
+    if method == "icot":  # implicit CoT: reasoning tokens removed from the front, a fixed number per stage
+        kept = kept[min(stage * icot_tokens_per_stage, len(kept)):]
+    prefix = sample["question"] + ([START_LATENT_ID] if markers else []) + [LATENT_ID] * n_thoughts + (
+        [END_LATENT_ID] if markers else [])
+    target = kept + sample["answer"]
+    return {"input_ids": prefix + target, "labels": [-100] * len(prefix) + target}
+
+
+def build_prompt(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_max=True):
+    """The evaluation prompt: the question, then whatever the method puts before the written part."""
+    steps = sample["steps"]
+    _, n_thoughts, markers = layout(len(steps), stage, method, c, max_latent_stage, pad_latent_to_max)
+    if method in ("coconut", "pause-as-thought", "no-curriculum") and not pad_latent_to_max:
+        n_thoughts = min(n_thoughts, len(steps) * c)
+    ids = sample["question"] + ([START_LATENT_ID] if markers else []) + [LATENT_ID] * n_thoughts + (
+        [END_LATENT_ID] if markers else [])
+    return {"input_ids": ids}
+
+
+def collate(examples, pad_id=EOS_ID, latent_id=LATENT_ID):
+    """Left-pad so the first <|latent|> is in one column (the thought passes then line up), right-pad the rest.
+
+    Pads get position id 0, attention mask 0 and label -100.
+    """
+    firsts = [e["input_ids"].index(latent_id) for e in examples if latent_id in e["input_ids"]]
+    align = max(firsts, default=0)
+    lead = [align - e["input_ids"].index(latent_id) if latent_id in e["input_ids"] else 0 for e in examples]
+    width = max(l + len(e["input_ids"]) for l, e in zip(lead, examples))
+    batch = {"input_ids": [], "attention_mask": [], "position_ids": []}
+    if "labels" in examples[0]:
+        batch["labels"] = []
+    for l, e in zip(lead, examples):
+        n = len(e["input_ids"])
+        r = width - l - n
+        batch["input_ids"].append([pad_id] * l + e["input_ids"] + [pad_id] * r)
+        batch["attention_mask"].append([0] * l + [1] * n + [0] * r)
+        batch["position_ids"].append([0] * l + list(range(n)) + [0] * r)
+        if "labels" in batch:
+            batch["labels"].append([-100] * l + e["labels"] + [-100] * r)
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="ProsQA/ProntoQA generators and dataset downloads")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--generate", action="store_true", help="write splits from our generator")
+    p.add_argument("--out", default="data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nodes", type=int, nargs=2, default=(17, 28), metavar=("MIN", "MAX"),
+                   help="ProsQA graph size range (official splits: 22.8 nodes on average)")
+    p.add_argument("--path", type=int, nargs=2, default=(3, 6), metavar=("MIN", "MAX"),
+                   help="ProsQA shortest path length range (official: 3-6 steps)")
+    p.add_argument("--train", type=int, default=None)
+    p.add_argument("--valid", type=int, default=None)
+    p.add_argument("--test", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.dataset == "prosqa" and args.generate:
+        sizes = {s: getattr(args, s) if getattr(args, s) is not None else PROSQA_SIZES[s] for s in SPLITS}
+        splits = generate_prosqa(sizes, args.seed, tuple(args.nodes), tuple(args.path))
+        for s, records in splits.items():
+            write_json_atomic(records, os.path.join(args.out, f"prosqa_{s}.json"))
+        stats = graph_statistics(splits["train"])
+        print(f"wrote {', '.join(f'{len(v)} {s}' for s, v in splits.items())} to {args.out}; "
+              + ", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
+    elif args.generate and args.dataset == "prontoqa":
+        raw = generate_prontoqa_raw(sum(PRONTOQA_SIZES.values()), args.seed)
+        for s, records in split_prontoqa(prontoqa_from_generator(raw)).items():
+            write_json_atomic(records, os.path.join(args.out, f"prontoqa_{s}.json"))
+        print(f"wrote prontoqa splits to {args.out}")
+    elif args.generate:
+        sys.exit("gsm8k has no generator; run without --generate to download it")
+    else:
+        paths = ensure_dataset(args.dataset, args.out)
+        print("\n".join(paths.values()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""coconut.py: the continuous-thought loop equals its definition, recomputed the slow way."""
+
+import pytest
+import torch
+
+from conftest import tiny_gpt
+from coconut import Coconut, lm_loss
+
+V, LATENT, START, END, EOS = 64, 61, 62, 63, 60
+
+
+def naive_coconut_logits(model, input_ids, attention_mask, position_ids):
+    """The definition, with no cache: for thought p, rerun the whole sequence and write the hidden state of
+    the position before each row's p-th <|latent|> into it. Then one last full pass."""
+    embeds = model.embed(input_ids)
+    thought_cols = [torch.nonzero(row == LATENT).flatten().tolist() for row in input_ids]
+    for p in range(max(len(c) for c in thought_cols)):
+        hidden = model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask).hidden
+        rows = []
+        for b, cols in enumerate(thought_cols):
+            row = list(embeds[b])
+            if p < len(cols):
+                row[cols[p]] = hidden[b, cols[p] - 1]
+            rows.append(torch.stack(row))
+        embeds = torch.stack(rows)
+    return model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask).logits
+
+
+def make_row(q_len, n_thoughts, tail_len, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 60, (q_len,), generator=g).tolist()
+    tail = torch.randint(0, 60, (tail_len,), generator=g).tolist()
+    ids = q + [START] + [LATENT] * n_thoughts + [END] + tail
+    labels = [-100] * (q_len + n_thoughts + 2) + tail
+    return ids, labels
+
+
+def collate(rows):
+    """Left-pad so the first thought is in one column (reference collator), right-pad the rest."""
+    firsts = [ids.index(LATENT) if LATENT in ids else 0 for ids, _ in rows]
+    lead = [max(firsts) - f for f in firsts]
+    width = max(l + len(ids) for l, (ids, _) in zip(lead, rows))
+    out = {k: [] for k in ("input_ids", "attention_mask", "labels", "position_ids")}
+    for l, (ids, labels) in zip(lead, rows):
+        r = width - l - len(ids)
+        out["input_ids"].append([EOS] * l + ids + [EOS] * r)
+        out["attention_mask"].append([0] * l + [1] * len(ids) + [0] * r)
+        out["labels"].append([-100] * l + labels + [-100] * r)
+        out["position_ids"].append([0] * l + list(range(len(ids))) + [0] * r)
+    return {k: torch.tensor(v) for k, v in out.items()}, lead
+
+
+@pytest.fixture
+def mixed_batch():
+    rows = [make_row(7, 3, 5, 0), make_row(4, 1, 8, 1), make_row(9, 0, 3, 2), make_row(5, 2, 2, 3)]
+    return rows, *collate(rows)
+
+
+def test_forward_equals_naive_recompute_in_logits_loss_and_gradients(mixed_batch):
+    _, batch, _ = mixed_batch
+    model = tiny_gpt(vocab_size=V)
+    coconut = Coconut(model, LATENT, START, END, EOS)
+    out = coconut(**batch)
+    out.loss.backward()
+    fast_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    ref_logits = naive_coconut_logits(model, batch["input_ids"], batch["attention_mask"], batch["position_ids"])
+    ref_loss = lm_loss(ref_logits, batch["labels"])
+    ref_loss.backward()
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(out.logits[real], ref_logits[real], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out.loss, ref_loss, rtol=1e-10, atol=1e-10)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(fast_grads[n], p.grad, rtol=1e-8, atol=1e-10, msg=n)
+
+
+def test_n_aligned_thoughts_take_n_plus_one_passes(mixed_batch):
+    _, batch, _ = mixed_batch
+    coconut = Coconut(tiny_gpt(vocab_size=V), LATENT, START, END, EOS)
+    assert coconut.run_thoughts(batch["input_ids"], batch["attention_mask"], batch["position_ids"]).n_passes == 4
+
+
+def test_thought_slot_holds_previous_final_hidden_state():
+    ids, _ = make_row(5, 2, 3, 7)
+    ids = torch.tensor([ids])
+    coconut = Coconut(tiny_gpt(vocab_size=V), LATENT, START, END, EOS)
+    out = coconut.run_thoughts(ids)
+    # columns 6 and 7 are thoughts: each input is the final-LayerNorm state of the column before
+    torch.testing.assert_close(out.inputs_embeds[0, 6], out.hidden[0, 5])
+    torch.testing.assert_close(out.inputs_embeds[0, 7], out.hidden[0, 6])
+    assert abs(out.inputs_embeds[0, 6].std().item() - 1) < 0.2
+
+
+def test_mixed_batch_equals_each_row_alone(mixed_batch):
+    rows, batch, lead = mixed_batch
+    coconut = Coconut(tiny_gpt(vocab_size=V), LATENT, START, END, EOS)
+    out = coconut(**batch)
+    for b, ((ids, labels), l) in enumerate(zip(rows, lead)):
+        alone = coconut(torch.tensor([ids]), labels=torch.tensor([labels]))
+        torch.testing.assert_close(out.logits[b, l:l + len(ids)], alone.logits[0], rtol=1e-9, atol=1e-9)
+
+
+def test_pause_as_thought_keeps_the_latent_embedding_in_one_pass(mixed_batch):
+    _, batch, _ = mixed_batch
+    model = tiny_gpt(vocab_size=V)
+    pause = Coconut(model, LATENT, START, END, EOS, pause_as_thought=True)
+    out = pause.run_thoughts(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
+    plain = model(batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch["attention_mask"])
+    assert out.n_passes == 1
+    torch.testing.assert_close(out.logits, plain.logits)
+
+
+def test_no_thoughts_is_a_plain_forward():
+    model = tiny_gpt(vocab_size=V)
+    ids = torch.randint(0, 60, (2, 9))
+    out = Coconut(model, LATENT, START, END, EOS)(ids, labels=ids)
+    torch.testing.assert_close(out.logits, model(ids).logits)
+    torch.testing.assert_close(out.loss, lm_loss(model(ids).logits, ids))
+
+
+def test_loss_ignores_minus_100_and_scores_next_tokens():
+    logits = torch.randn(1, 4, 5, dtype=torch.float64)
+    labels = torch.tensor([[-100, 2, -100, 4]])
+    expected = torch.nn.functional.cross_entropy(logits[0, [0, 2]], torch.tensor([2, 4]))
+    torch.testing.assert_close(lm_loss(logits, labels), expected)
+
+
+def test_thought_in_column_zero_is_rejected():
+    coconut = Coconut(tiny_gpt(vocab_size=V), LATENT, START, END, EOS)
+    with pytest.raises(ValueError, match="column 0"):
+        coconut(torch.tensor([[LATENT, 3, 4]]))
+
+
+# --- generation --------------------------------------------------------------------------------------------
+
+def greedy_uncached(coconut, ids, max_new_tokens):
+    """Reference-style decoding: one row, the whole prefix (thoughts included) rerun for every token."""
+    ids = list(ids)
+    out = []
+    for _ in range(max_new_tokens):
+        logits = coconut(torch.tensor([ids])).logits
+        tok = int(logits[0, -1].argmax())
+        if tok == EOS:
+            break
+        out.append(tok)
+        ids.append(tok)
+    return out
+
+
+def prompts_batch(prompt_rows):
+    rows = [(p, [-100] * len(p)) for p in prompt_rows]
+    batch, _ = collate(rows)
+    batch.pop("labels")
+    return batch
+
+
+def test_batched_generate_equals_row_by_row_and_uncached_decoding():
+    model = tiny_gpt(vocab_size=V, seed=5)
+    coconut = Coconut(model, LATENT, START, END, EOS)
+    prompts = [make_row(6, 3, 0, 10)[0], make_row(3, 3, 0, 11)[0], make_row(8, 1, 0, 12)[0],
+               [5, 6, 7, 8]]  # no thoughts at all: the collator right-pads this row
+    batched = coconut.generate(**prompts_batch(prompts), max_new_tokens=12)
+    for b, p in enumerate(prompts):
+        alone = coconut.generate(torch.tensor([p]), max_new_tokens=12)
+        n = int(batched.lengths[b])
+        assert n == int(alone.lengths[0])
+        assert batched.tokens[b, :n].tolist() == alone.tokens[0, :n].tolist()
+        assert batched.tokens[b, :n].tolist() == greedy_uncached(coconut, p, 12)
+
+
+def test_generate_stops_each_row_at_eos_and_counts_tokens_before_it(monkeypatch):
+    model = tiny_gpt(vocab_size=V, seed=1)
+    real_forward = model.forward
+
+    def forward_with_eos_at(idx=None, position_ids=None, **kw):
+        # eos wins once row 0 reads position 5 and row 1 reads position 8
+        out = real_forward(idx=idx, position_ids=position_ids, **kw)
+        stop = torch.tensor([[5], [8]]) == position_ids
+        return out._replace(logits=torch.where(stop[..., None] & (torch.arange(V) == EOS), 1e9, out.logits))
+
+    monkeypatch.setattr(model, "forward", forward_with_eos_at)
+    g = Coconut(model, LATENT, START, END, EOS).generate(torch.tensor([[1, 2, 3], [4, 5, 6]]), max_new_tokens=10)
+    assert g.lengths.tolist() == [3, 6]
+    assert g.tokens[0, 3:].eq(EOS).all() and g.tokens[1, 6:].eq(EOS).all()
+    assert not g.tokens[1, :6].eq(EOS).any()
+    assert g.n_passes == 1 + 6  # the prompt, then one pass per token until the last row stops

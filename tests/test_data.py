@@ -1,0 +1,245 @@
+"""data.py: tokenization, the curriculum's sequences, collation, generators and bad input."""
+
+import json
+import random
+import statistics
+
+import pytest
+import torch
+
+from conftest import shared_file
+import data
+from data import (Tokenizer, build_example, build_prompt, collate, tokenize_record, load_records, DataError,
+                  LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer()
+
+
+@pytest.fixture(scope="module")
+def prosqa():
+    return load_records(shared_file("prosqa_valid.json"), graph=True)
+
+
+def real_records():
+    with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
+        pronto = data.prontoqa_from_generator(json.load(f))
+    with open(shared_file("gsm8k_icot_valid.txt")) as f:
+        gsm = data.gsm8k_from_icot(f.readlines(), "gsm8k_icot_valid.txt")
+    return load_records(shared_file("prosqa_valid.json")) + pronto + gsm
+
+
+def test_parts_tokenized_separately_equal_the_whole_text(tok):
+    # The layout: question + "\n", each step + "\n", "### " + answer. (The reference checks the string
+    # question + "\n" + "\n".join(steps) + "\n### " + answer, the same text whenever there is a step; six GSM8k
+    # records have none.)
+    for r in real_records():
+        whole = tok.encode(r["question"] + "\n" + "".join(s + "\n" for s in r["steps"]) + "### " + r["answer"]) + [EOS_ID]
+        parts = tokenize_record(tok, r)
+        assert parts["question"] + [t for s in parts["steps"] for t in s] + parts["answer"] == whole
+
+
+def test_special_ids_decode_by_name(tok):
+    ids = tok.encode("Q\n") + [START_LATENT_ID, LATENT_ID, LATENT_ID, END_LATENT_ID] + tok.encode("### A") + [EOS_ID]
+    assert tok.decode(ids) == "Q\n<|start-latent|><|latent|><|latent|><|end-latent|>### A<|endoftext|>"
+    assert tok.decode(ids, skip_special=True) == "Q\n### A"
+
+
+def test_converters_match_the_reference_preprocessing():
+    with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
+        raw = json.load(f)
+    r = data.prontoqa_from_generator(raw)[0]
+    ex = raw["example1"]["test_example"]
+    assert r["question"] == ex["question"] + " True or false: Max is not wooden."
+    assert r["steps"][0] == "Max is a vumpus. Each vumpus is a brimpus."
+    assert r["steps"][-1] == "Max is not wooden." and len(r["steps"]) == 6
+    assert r["answer"] == "True"
+    with open(shared_file("gsm8k_icot_valid.txt")) as f:
+        g = data.gsm8k_from_icot(f.readlines(), "x")
+    assert len(g) == 500
+    assert g[0]["steps"] == ["<<4-2=2>>", "<<2/.5=4>>", "<<12/4=3>>", "<<100*3=300>>"] and g[0]["answer"] == "300"
+    splits = data.split_prontoqa(list(range(10000)))
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [9000, 200, 800]
+
+
+# --- the curriculum's sequences ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", range(8))
+def test_coconut_stage_sequences_on_real_prosqa(tok, prosqa, stage):
+    for r in prosqa[:40]:
+        s = tokenize_record(tok, r)
+        n = len(s["steps"])
+        ex = build_example(s, stage, "coconut", c=1, max_latent_stage=6)
+        ids, labels = ex["input_ids"], ex["labels"]
+        q = len(s["question"])
+        thoughts = 6 if stage > 6 else stage  # pad_latent_to_max past the last stage
+        assert ids[:q] == s["question"]
+        assert ids[q] == START_LATENT_ID and ids[q + 1:q + 1 + thoughts] == [LATENT_ID] * thoughts
+        assert ids[q + 1 + thoughts] == END_LATENT_ID
+        rest = [t for st in s["steps"][min(stage, n) if stage <= 6 else n:] for t in st] + s["answer"]
+        assert ids[q + 2 + thoughts:] == rest
+        assert labels == [-100] * (q + 2 + thoughts) + rest
+
+
+def test_c_multiplies_thoughts_and_padding_to_max_is_a_switch(tok, prosqa):
+    s = tokenize_record(tok, prosqa[0])  # 3 steps
+    assert build_example(s, 2, "coconut", c=3)["input_ids"].count(LATENT_ID) == 6
+    assert build_example(s, 7, "coconut", c=2)["input_ids"].count(LATENT_ID) == 12
+    assert build_example(s, 7, "coconut", c=2, pad_latent_to_max=False)["input_ids"].count(LATENT_ID) == 6
+    assert build_prompt(s, 7, "coconut", c=1)["input_ids"] == s["question"] + [START_LATENT_ID] + [LATENT_ID] * 6 + [END_LATENT_ID]
+    assert build_prompt(s, 5, "coconut", pad_latent_to_max=False)["input_ids"].count(LATENT_ID) == 3
+
+
+def test_baseline_sequences(tok, prosqa):
+    s = tokenize_record(tok, prosqa[0])
+    q, steps, a = s["question"], [t for st in s["steps"] for t in st], s["answer"]
+    assert build_example(s, 3, "cot")["input_ids"] == q + steps + a
+    assert build_example(s, 3, "no-cot") == {"input_ids": q + a, "labels": [-100] * len(q) + a}
+    assert build_example(s, 3, "pause")["input_ids"] == q + [LATENT_ID] * 6 + a
+    assert build_example(s, 1, "no-thought")["input_ids"] == q + [t for st in s["steps"][1:] for t in st] + a
+    assert build_example(s, 2, "pause-as-thought") == build_example(s, 2, "coconut")
+    assert build_example(s, 2, "icot", icot_tokens_per_stage=5)["input_ids"] == q + steps[10:] + a
+    assert build_example(s, 99, "icot")["input_ids"] == q + a
+    assert build_prompt(s, 7, "cot")["input_ids"] == q
+    assert build_prompt(s, 7, "pause")["input_ids"] == q + [LATENT_ID] * 6
+
+
+def test_stage_mixing_draws_stages_uniformly(tok, prosqa):
+    s = tokenize_record(tok, prosqa[0])  # 3 steps: stages 0..3
+    rng = random.Random(0)
+    counts = [build_example(s, 0, "coconut", rng=rng, uniform_prob=1.0)["input_ids"].count(LATENT_ID)
+              for _ in range(2000)]
+    assert set(counts) == {0, 1, 2, 3}
+    assert all(abs(counts.count(k) / 2000 - 0.25) < 0.04 for k in range(4))
+
+
+def test_collation_aligns_first_thought_and_pads(tok):
+    a = {"input_ids": [1, 2, 3, START_LATENT_ID, LATENT_ID, END_LATENT_ID, 9], "labels": [-100] * 6 + [9]}
+    b = {"input_ids": [4, START_LATENT_ID, LATENT_ID, LATENT_ID, END_LATENT_ID, 7, 8, 9, 10],
+         "labels": [-100] * 5 + [7, 8, 9, 10]}
+    batch = collate([a, b])
+    P = EOS_ID
+    # row b's first thought is at 2, row a's at 4: b gets 2 left pads; then both are right-padded to 11
+    assert batch["input_ids"].tolist() == [
+        [1, 2, 3, START_LATENT_ID, LATENT_ID, END_LATENT_ID, 9, P, P, P, P],
+        [P, P, 4, START_LATENT_ID, LATENT_ID, LATENT_ID, END_LATENT_ID, 7, 8, 9, 10]]
+    assert batch["attention_mask"].tolist() == [[1] * 7 + [0] * 4, [0, 0] + [1] * 9]
+    assert batch["position_ids"].tolist() == [list(range(7)) + [0] * 4, [0, 0] + list(range(9))]
+    assert batch["labels"].tolist() == [[-100] * 6 + [9] + [-100] * 4, [-100] * 7 + [7, 8, 9, 10]]
+
+
+def test_collation_without_thoughts_only_right_pads():
+    batch = collate([{"input_ids": [1, 2, 3]}, {"input_ids": [4]}])
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, EOS_ID, EOS_ID]]
+    assert set(batch) == {"input_ids", "attention_mask", "position_ids"}
+
+
+# --- generators --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def generated():
+    return data.generate_prosqa({"train": 2000}, seed=0)["train"]
+
+
+def test_generator_matches_official_statistics(generated, prosqa):
+    ours, official = data.graph_statistics(generated), data.graph_statistics(prosqa)
+    assert abs(ours["nodes"] - 22.8) < 0.5 and 17 <= ours["nodes_min"] and ours["nodes_max"] <= 28
+    assert abs(ours["edges"] - 36.3) < 1.5
+    assert abs(ours["path"] - official["path"]) < 0.25 and ours["path_min"] == 3 and ours["path_max"] == 6
+    assert abs(ours["n_paths"] - official["n_paths"]) < 0.15
+
+
+def test_every_generated_record_is_a_sound_problem(generated):
+    for r in generated:
+        children = {i: [] for i in range(len(r["idx_to_symbol"]))}
+        for p, c in r["edges"]:
+            children[p].append(c)
+        dist, _ = data.bfs(children, r["root"])
+        assert r["target"] in dist and r["neg_target"] not in dist
+        assert not children[r["target"]] and not children[r["neg_target"]]
+        assert len(r["steps"]) == dist[r["target"]]  # a shortest path
+        sym = r["idx_to_symbol"]
+        entity = sym[r["root"]]
+        assert r["steps"][0].startswith(f"{entity} is a ") and r["answer"] == f"{entity} is a {sym[r['target']]}."
+        for step in r["steps"]:
+            assert step in r["question"]  # every edge used is stated
+        for p, c in r["edges"]:
+            assert (f"{sym[p]} is a {sym[c]}.") in r["question"]
+        assert len(set(sym)) == len(sym)
+        assert r["question"].endswith("?") and sym[r["target"]] in r["question"].split("Is ")[-1]
+
+
+def test_generator_is_deterministic_and_splits_disjoint():
+    a = data.generate_prosqa({"train": 50, "valid": 20, "test": 20}, seed=3)
+    b = data.generate_prosqa({"train": 50, "valid": 20, "test": 20}, seed=3)
+    assert a == b
+    qs = [r["question"] for s in a.values() for r in s]
+    assert len(qs) == len(set(qs)) == 90
+
+
+def test_generator_scale_flags_make_a_mini_prosqa():
+    mini = data.generate_prosqa({"train": 200}, seed=0, nodes=(8, 10), path=(2, 3))["train"]
+    st = data.graph_statistics(mini)
+    assert 8 <= st["nodes_min"] and st["nodes_max"] <= 10 and st["path_min"] >= 2 and st["path_max"] <= 3
+
+
+def test_prontoqa_generator_matches_the_official_sample():
+    with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
+        official = [v["test_example"] for v in json.load(f).values()]
+    ours = [v["test_example"] for v in data.generate_prontoqa_raw(1000, seed=0).values()]
+    for name, ex in (("official", official), ("ours", ours)):
+        assert all(len(e["chain_of_thought"]) == 11 for e in ex), name
+        assert all(e["question"].count(". ") + 1 == 25 for e in ex), name
+        assert all(e["query"].startswith("True or false: ") for e in ex), name
+        assert 0.45 < sum(e["answer"] == "True" for e in ex) / len(ex) < 0.55, name
+    for e in ours:  # each rule in the chain of thought is stated in the question
+        assert all(s in e["question"] for s in e["chain_of_thought"][1::2])
+        final = e["chain_of_thought"][-1]
+        assert (e["query"][len("True or false: "):] == final) == (e["answer"] == "True")
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("records,message", [
+    ({"question": "q"}, "expected a JSON list"),
+    ([{"question": "q", "steps": [], "answer": "a"}, "oops"], "record 1: expected an object"),
+    ([{"steps": [], "answer": "a"}], "record 0: field 'question' must be a string (missing)"),
+    ([{"question": "q", "steps": "s", "answer": "a"}], "record 0: field 'steps' must be a list of strings"),
+    ([{"question": "q", "steps": ["s", 3], "answer": "a"}], "field 'steps' must be a list of strings"),
+    ([{"question": "q", "steps": [], "answer": 4}], "field 'answer' must be a string"),
+])
+def test_malformed_records_are_named(tmp_path, records, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(DataError) as e:
+        load_records(str(path))
+    assert str(path) in str(e.value) and message in str(e.value)
+
+
+def test_malformed_graph_fields_and_json_are_named(tmp_path, prosqa):
+    bad = dict(prosqa[0], edges=[[0, 99]])
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps([prosqa[1], bad]))
+    with pytest.raises(DataError, match="record 1: field 'edges'"):
+        load_records(str(path), graph=True)
+    path.write_text("[{")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_records(str(path))
+    with pytest.raises(DataError, match="no such file"):
+        load_records(str(tmp_path / "missing.json"))
+    with pytest.raises(DataError, match="line 2"):
+        data.gsm8k_from_icot(["q||<<1>> #### 1\n", "no separator\n"], "g.txt")
+
+
+def test_offline_prosqa_falls_back_to_the_generator_with_a_notice(tmp_path, monkeypatch):
+    def no_network(url, path):
+        raise ConnectionError("offline")
+    monkeypatch.setattr(data, "download", no_network)
+    monkeypatch.setattr(data, "PROSQA_SIZES", {"train": 5, "valid": 2, "test": 2})
+    notices = []
+    paths = data.ensure_dataset("prosqa", str(tmp_path), notice=notices.append)
+    assert len(notices) == 1 and "generated" in notices[0]
+    assert [len(load_records(paths[s], graph=True)) for s in ("train", "valid", "test")] == [5, 2, 2]
+    assert not list(tmp_path.glob("*.tmp"))
