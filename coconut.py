@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 Outputs = namedtuple("Outputs", ["loss", "inputs_embeds", "logits"])
-ThoughtPass = namedtuple("ThoughtPass", ["logits", "hidden", "inputs_embeds", "past_kv", "n_passes"])
+ThoughtPass = namedtuple("ThoughtPass", ["hidden", "inputs_embeds", "past_kv", "n_passes"])
 Generation = namedtuple("Generation", ["tokens", "lengths", "n_passes"])
 
 
@@ -38,7 +38,7 @@ class Coconut(nn.Module):
         self.pause_as_thought = pause_as_thought
 
     def run_thoughts(self, input_ids, attention_mask=None, position_ids=None):
-        """The thought loop: returns ThoughtPass(logits, hidden, inputs_embeds with thoughts, past_kv, n_passes).
+        """The thought loop: returns ThoughtPass(hidden, inputs_embeds with thoughts, past_kv, n_passes).
 
         Rows may hold different numbers of thoughts at different columns. Passes end at every column that
         holds a thought in some row; at that column those rows take the last hidden state of the pass just
@@ -56,7 +56,7 @@ class Coconut(nn.Module):
         if columns and columns[0] == 0:
             raise ValueError("a <|latent|> token in column 0 has no preceding hidden state to receive")
         bounds = [0] + columns + [T]
-        chunks_logits, chunks_hidden, chunks_embeds, past_kv = [], [], [], None
+        chunks_hidden, chunks_embeds, past_kv = [], [], None
         for start, end in zip(bounds[:-1], bounds[1:]):
             x = embeds[:, start:end]
             if start > 0 and not self.pause_as_thought:
@@ -64,18 +64,26 @@ class Coconut(nn.Module):
                 first = torch.where(is_thought[:, start, None], thought.to(x.dtype), x[:, 0])
                 x = torch.cat([first[:, None], x[:, 1:]], dim=1)
             out = self.model(inputs_embeds=x, position_ids=position_ids[:, start:end],
-                             attention_mask=attention_mask[:, :end], past_kv=past_kv)
-            chunks_logits.append(out.logits)
+                             attention_mask=attention_mask[:, :end], past_kv=past_kv, with_logits=False)
             chunks_hidden.append(out.hidden)
             chunks_embeds.append(x)
             past_kv = out.past_kv
-        return ThoughtPass(torch.cat(chunks_logits, 1), torch.cat(chunks_hidden, 1), torch.cat(chunks_embeds, 1),
-                           past_kv, len(bounds) - 1)
+        return ThoughtPass(torch.cat(chunks_hidden, 1), torch.cat(chunks_embeds, 1), past_kv, len(bounds) - 1)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None):
+    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None, return_logits=True):
+        """Outputs(loss, inputs_embeds, logits (B,T,V)).
+
+        return_logits=False (training) applies the output head only where a label is scored and returns
+        logits=None: the same loss, without a (B, T, 50260) tensor.
+        """
         out = self.run_thoughts(input_ids, attention_mask, position_ids)
-        loss = None if labels is None else lm_loss(out.logits, labels)
-        return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=out.logits)
+        if return_logits:
+            logits = self.model.lm_head(out.hidden)
+            loss = None if labels is None else lm_loss(logits, labels)
+            return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=logits)
+        scored = labels[:, 1:] != -100
+        loss = F.cross_entropy(self.model.lm_head(out.hidden[:, :-1][scored]), labels[:, 1:][scored])
+        return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=None)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, position_ids=None, max_new_tokens=128):
@@ -95,7 +103,7 @@ class Coconut(nn.Module):
         out = self.run_thoughts(input_ids, attention_mask, position_ids)
         rows = torch.arange(B, device=device)
         last = T - 1 - attention_mask.flip(1).long().argmax(1)  # column of each row's last real token
-        next_logits = out.logits[rows, last]
+        next_logits = self.model.lm_head(out.hidden[rows, last])
         next_pos = position_ids[rows, last] + 1
         past_kv, n_passes = out.past_kv, out.n_passes
         tokens = torch.full((B, max_new_tokens), self.eos_id, dtype=torch.long, device=device)

@@ -139,8 +139,12 @@ class GPT(nn.Module):
     def embed(self, idx):
         return self.transformer.wte(idx)
 
-    def forward(self, idx=None, inputs_embeds=None, position_ids=None, attention_mask=None, past_kv=None):
+    def forward(self, idx=None, inputs_embeds=None, position_ids=None, attention_mask=None, past_kv=None,
+                with_logits=True):
         """Returns GPTOutput(logits (B,T,V), hidden (B,T,C) after ln_f, past_kv extended by these T positions).
+
+        with_logits=False skips the output head (logits None): a caller that scores only some positions
+        applies lm_head to those, which on a small model is most of the compute.
 
         attention_mask (B, past+T): 1 for real tokens, 0 for padding; position_ids (B, T): explicit, since
         left pads take position 0 and real tokens count from 0 (reference collator).
@@ -163,7 +167,7 @@ class GPT(nn.Module):
             x, kv = block(x, attn_mask, None if past_kv is None else past_kv[i])
             new_kv.append(kv)
         hidden = self.transformer.ln_f(x)
-        return GPTOutput(self.lm_head(hidden), hidden, new_kv)
+        return GPTOutput(self.lm_head(hidden) if with_logits else None, hidden, new_kv)
 
     def add_token_rows(self, n, init_from=INIT_TOKEN_ID):
         """Grow the vocabulary by n rows, each a copy of token `init_from`'s embedding; the head stays tied."""

@@ -74,6 +74,22 @@ def test_forward_equals_naive_recompute_in_logits_loss_and_gradients(mixed_batch
         torch.testing.assert_close(fast_grads[n], p.grad, rtol=1e-8, atol=1e-10, msg=n)
 
 
+def test_scoring_only_labelled_positions_gives_the_same_loss_and_gradients(mixed_batch):
+    _, batch, _ = mixed_batch
+    model = tiny_gpt(vocab_size=V)
+    coconut = Coconut(model, LATENT, START, END, EOS)
+    full = coconut(**batch)
+    full.loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    lean = coconut(**batch, return_logits=False)
+    lean.loss.backward()
+    assert lean.logits is None
+    torch.testing.assert_close(lean.loss, full.loss, rtol=1e-12, atol=1e-12)
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
+
+
 def test_n_aligned_thoughts_take_n_plus_one_passes(mixed_batch):
     _, batch, _ = mixed_batch
     coconut = Coconut(tiny_gpt(vocab_size=V), LATENT, START, END, EOS)
@@ -107,7 +123,7 @@ def test_pause_as_thought_keeps_the_latent_embedding_in_one_pass(mixed_batch):
     out = pause.run_thoughts(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
     plain = model(batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch["attention_mask"])
     assert out.n_passes == 1
-    torch.testing.assert_close(out.logits, plain.logits)
+    torch.testing.assert_close(out.hidden, plain.hidden)
 
 
 def test_no_thoughts_is_a_plain_forward():
@@ -175,6 +191,8 @@ def test_generate_stops_each_row_at_eos_and_counts_tokens_before_it(monkeypatch)
     def forward_with_eos_at(idx=None, position_ids=None, **kw):
         # eos wins once row 0 reads position 5 and row 1 reads position 8
         out = real_forward(idx=idx, position_ids=position_ids, **kw)
+        if out.logits is None:  # the prompt pass, whose last token reads position 2
+            return out
         stop = torch.tensor([[5], [8]]) == position_ids
         return out._replace(logits=torch.where(stop[..., None] & (torch.arange(V) == EOS), 1e9, out.logits))
 

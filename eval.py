@@ -1,0 +1,282 @@
+"""Evaluation: accuracy and efficiency (paper §4, Table 1, Appendix B) and the latent-search analyses (§5).
+
+    python eval.py --ckpt out/prosqa-coconut-c1 --split test         # accuracy, tokens, passes, time
+    python eval.py --ckpt out/A --ckpt out/B --split test              # several runs: Appendix B's comparison
+    python eval.py --ckpt out/prosqa-coconut-c1 --latents 0 1 2 3      # §5.1: k thoughts, then language
+    python eval.py --ckpt out/prosqa-coconut-c1 --latents 0 1 2 --plot figs/   # + Figures 5, 8, 9 as PNG
+"""
+
+import argparse
+import json
+import os
+import time
+from collections import Counter, deque
+
+import torch
+
+import data
+from train import load_checkpoint, model_from_checkpoint, answer_of, pick_device
+
+OUTCOMES = ("Correct Label", "Incorrect Label", "Correct Path", "Longer Path", "Hallucination", "Wrong Target")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# §5.1 outcome classes on ProsQA.
+
+def classify(record, text, n_latents=0):
+    """One of OUTCOMES for a ProsQA record and the model's written output (after k thoughts).
+
+    Without a written path (only '### answer') the answer decides Correct/Incorrect Label. Otherwise the
+    written chain is checked edge by edge: a missing edge or a broken chain is a Hallucination; a valid chain
+    ends at the target (Correct Path when as short as possible, else Longer Path) or elsewhere (Wrong
+    Target). With k thoughts the chain may start mid-way: it counts if some node reachable from the root
+    starts it.
+    """
+    sym = record["idx_to_symbol"]
+    index = {s: i for i, s in enumerate(sym)}
+    children = {i: set() for i in range(len(sym))}
+    for p, c in record["edges"]:
+        children[p].add(c)
+    root, target = record["root"], record["target"]
+    written = text.split("#")[0].strip()
+    answer = answer_of(text)
+    if not written:
+        return "Correct Label" if answer == record["answer"] else "Incorrect Label"
+    steps = [s.strip() + "." for s in written.replace("\n", " ").split(".") if s.strip()]
+    chain = []  # node indices: [start, next, ...]
+    for k, st in enumerate(steps):
+        w = st[:-1].split()
+        if len(w) == 4 and w[1:3] == ["is", "a"] and w[0] == sym[root] and k == 0:
+            src, dst = root, w[3]
+        elif len(w) == 5 and w[0] == "Every" and w[2:4] == ["is", "a"]:
+            src, dst = w[1], w[4]
+            if src not in index:
+                return "Hallucination"
+            src = index[src]
+            if chain and chain[-1] != src:
+                return "Hallucination"  # the chain breaks
+        else:
+            return "Hallucination"
+        if dst not in index or index[dst] not in children[src]:
+            return "Hallucination"  # an edge that does not exist
+        if not chain:
+            chain.append(src)
+        chain.append(index[dst])
+    start, end = chain[0], chain[-1]
+    reach = bfs_dist(children, root)
+    if start != root and (start not in reach or n_latents == 0):
+        return "Hallucination"
+    if end != target:
+        return "Wrong Target"
+    shortest = reach[target]
+    length = reach[start] + len(chain) - 1  # thoughts cover root -> start
+    return "Correct Path" if length == shortest else "Longer Path"
+
+
+def bfs_dist(children, source):
+    dist, queue = {source: 0}, deque([source])
+    while queue:
+        u = queue.popleft()
+        for v in children[u]:
+            if v not in dist:
+                dist[v] = dist[u] + 1
+                queue.append(v)
+    return dist
+
+
+# ----------------------------------------------------------------------------------------------------------
+# §5.2 frontier values: how much probability the model puts on each node k steps from the entity.
+
+@torch.no_grad()
+def frontier_values(coconut, tok, record, sample, k, device):
+    """After k thoughts the model switches to language; the value of a frontier node (distance k from the
+    root) is the product of the probabilities of its name's tokens where the next step names a concept.
+
+    For k = 0 that place is after 'Tom is a'; for k >= 1 after 'Every' (the model continues the chain from
+    a frontier node it must name). Returns {node: value}.
+    """
+    sym = record["idx_to_symbol"]
+    children = {i: [] for i in range(len(sym))}
+    for p, c in record["edges"]:
+        children[p].append(c)
+    dist = bfs_dist(children, record["root"])
+    frontier = [n for n, d in dist.items() if d == k]
+    prompt = sample["question"] + [data.START_LATENT_ID] + [data.LATENT_ID] * k + [data.END_LATENT_ID]
+    lead = tok.encode(f"{sym[record['root']]} is a" if k == 0 else "Every")
+    values = {}
+    for node in frontier:
+        name = tok.encode(" " + sym[node])
+        ids = torch.tensor([prompt + lead + name], device=device)
+        logits = coconut(ids).logits[0].float().log_softmax(-1)
+        start = len(prompt) + len(lead)
+        values[node] = float(sum(logits[start - 1 + i, t] for i, t in enumerate(name)).exp())
+    return values, dist
+
+
+def node_height(record):
+    """Shortest distance to a leaf (the paper defines height inconsistently; this is our reading)."""
+    n = len(record["idx_to_symbol"])
+    children = {i: [] for i in range(n)}
+    for p, c in record["edges"]:
+        children[p].append(c)
+    height = {}
+
+    def h(u):
+        if u not in height:
+            height[u] = 0 if not children[u] else 1 + min(h(c) for c in children[u])
+        return height[u]
+    return {u: h(u) for u in range(n)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def run_eval(coconut, meta, records, samples, device, max_new_tokens, batch_size, latents=None):
+    """Generate for every record; return per-record outputs and summary metrics."""
+    tok = data.Tokenizer()
+    method, c, max_stage = meta["method"], meta["c"], meta["max_latent_stage"]
+    final_stage = max_stage + 1
+    outputs, t0, n_passes = [], time.time(), 0
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i:i + batch_size]
+        if latents is None:
+            prompts = [data.build_prompt(s, final_stage, method, c, max_stage, bool(meta["pad_latent_to_max"]))
+                       for s in chunk]
+        else:  # §5.1: exactly `latents` thoughts from the same weights, then language
+            prompts = [{"input_ids": s["question"] + [data.START_LATENT_ID] + [data.LATENT_ID] * latents
+                        + [data.END_LATENT_ID]} for s in chunk]
+        batch = {k: v.to(device) for k, v in data.collate(prompts).items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+            gen = coconut.generate(**batch, max_new_tokens=max_new_tokens)
+        n_passes += gen.n_passes
+        for row in range(len(chunk)):
+            n_new = int(gen.lengths[row])
+            outputs.append((tok.decode(gen.tokens[row, :n_new].tolist(), skip_special=True), n_new))
+    seconds = time.time() - t0
+    rows = []
+    for r, (text, n_new) in zip(records, outputs):
+        rows.append({"output": text, "correct": answer_of(text) == r["answer"].replace(",", "").strip(),
+                     "cot_match": text.split("#")[0].strip() == "\n".join(r["steps"]), "new_tokens": n_new})
+    n = max(len(rows), 1)
+    summary = {"n": len(rows), "accuracy": sum(r["correct"] for r in rows) / n,
+               "cot_exact_match": sum(r["cot_match"] for r in rows) / n,
+               "mean_new_tokens": sum(r["new_tokens"] for r in rows) / n,
+               "forward_passes_per_batch": n_passes / max(1, -(-len(rows) // batch_size)),
+               "seconds_per_question": seconds / n}
+    return rows, summary
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", action="append", required=True, help="a run folder or .pt; repeat to compare")
+    p.add_argument("--split", default="valid", choices=data.SPLITS)
+    p.add_argument("--data", default=None, help="a JSON file instead of the run's split")
+    p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
+    p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k thoughts")
+    p.add_argument("--limit", type=int, default=None, help="first N records only")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--device", default=None)
+    p.add_argument("--plot", default=None, help="write figures (PNG) to this folder")
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    tok = data.Tokenizer()
+    summaries = {}
+    for path in args.ckpt:
+        ckpt = load_checkpoint(path)
+        meta, run_args = ckpt["meta"], ckpt["args"]
+        coconut = model_from_checkpoint(ckpt, device).eval()
+        graph = meta["dataset"] == "prosqa"
+        data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
+        records = data.load_records(data_path, graph)[: args.limit]
+        samples = [data.tokenize_record(tok, r) for r in records]
+        max_new = run_args["max_new_tokens"]
+        rows, summary = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size)
+        summaries[path] = {"method": meta["method"], **summary}
+        print(f"{path}  [{meta['method']}, {os.path.basename(data_path)}]")
+        print(f"  accuracy {summary['accuracy']:.3f}  CoT exact match {summary['cot_exact_match']:.3f}  "
+              f"new tokens {summary['mean_new_tokens']:.1f}  passes/batch {summary['forward_passes_per_batch']:.1f}  "
+              f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
+        report = {"data": data_path, "summary": summary, "rows": rows}
+        if args.latents is not None and graph:
+            sweep = {}
+            for k in args.latents:
+                rows_k, summ_k = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size, latents=k)
+                classes = Counter(classify(r, row["output"], k) for r, row in zip(records, rows_k))
+                sweep[k] = {"accuracy": summ_k["accuracy"], **{o: classes[o] / len(records) for o in OUTCOMES}}
+            report["latent_sweep"] = sweep
+            print("  k  accuracy  " + "  ".join(f"{o:>15s}" for o in OUTCOMES))
+            for k, v in sweep.items():
+                print(f"  {k}  {v['accuracy']:8.3f}  " + "  ".join(f"{v[o]:15.3f}" for o in OUTCOMES))
+        if args.frontier is not None and graph:
+            fr = {}
+            for k in args.frontier:
+                per_q = []
+                for r, s in zip(records, samples):
+                    values, dist = frontier_values(coconut, tok, r, s, k, device)
+                    children = {i: [] for i in range(len(r["idx_to_symbol"]))}
+                    for a, b in r["edges"]:
+                        children[a].append(b)
+                    on_path = {n for n in values if r["target"] in bfs_dist(children, n)}
+                    heights = node_height(r)
+                    per_q.append({"values": sorted(values.values(), reverse=True),
+                                  "on_path": [values[n] for n in on_path],
+                                  "off_path": [v for n, v in values.items() if n not in on_path],
+                                  "height_value": [(heights[n], v) for n, v in values.items()]})
+                fr[k] = per_q
+                mean = lambda xs: sum(xs) / max(len(xs), 1)
+                print(f"  frontier k={k}: mean value on a path to the target "
+                      f"{mean([v for q in per_q for v in q['on_path']]):.3f}, elsewhere "
+                      f"{mean([v for q in per_q for v in q['off_path']]):.3f}")
+            report["frontier"] = fr
+        out_json = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), f"eval_{args.split}.json")
+        with open(out_json + ".tmp", "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(out_json + ".tmp", out_json)
+        print(f"  wrote {out_json}")
+        if args.plot:
+            plot(report, args.plot)
+    if len(summaries) > 1:  # Appendix B: inference time per case
+        print("\nmethod            accuracy  new tokens  ms/question")
+        for path, s in summaries.items():
+            print(f"{s['method']:16s}  {s['accuracy']:8.3f}  {s['mean_new_tokens']:10.1f}  {s['seconds_per_question'] * 1000:11.1f}")
+
+
+def plot(report, folder):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(folder, exist_ok=True)
+    if "latent_sweep" in report:
+        ks = sorted(report["latent_sweep"], key=int)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        bottom = [0.0] * len(ks)
+        for o in OUTCOMES:
+            vals = [report["latent_sweep"][k][o] for k in ks]
+            ax.bar([str(k) for k in ks], vals, bottom=bottom, label=o)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_xlabel("continuous thoughts k")
+        ax.set_ylabel("share of questions")
+        ax.legend(fontsize=7)
+        fig.savefig(os.path.join(folder, "fig5_outcomes.png"), dpi=120, bbox_inches="tight")
+    for k, per_q in report.get("frontier", {}).items():
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for top in (1, 2, 3):
+            cum = sorted(sum(q["values"][:top]) for q in per_q)
+            ax.plot([100 * i / max(len(cum) - 1, 1) for i in range(len(cum))], cum, label=f"top-{top}")
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("cumulative value")
+        ax.set_title(f"parallelism after {k} thoughts (Fig. 8)")
+        ax.legend()
+        fig.savefig(os.path.join(folder, f"fig8_parallelism_k{k}.png"), dpi=120, bbox_inches="tight")
+        fig, ax = plt.subplots(figsize=(5, 4))
+        pts = [hv for q in per_q for hv in q["height_value"]]
+        ax.scatter([h for h, _ in pts], [v for _, v in pts], s=8, alpha=0.5)
+        ax.set_xlabel("height (shortest distance to a leaf)")
+        ax.set_ylabel("frontier value")
+        ax.set_title(f"value vs height after {k} thoughts (Fig. 9)")
+        fig.savefig(os.path.join(folder, f"fig9_height_k{k}.png"), dpi=120, bbox_inches="tight")
+    plt.close("all")
+
+
+if __name__ == "__main__":
+    main()
