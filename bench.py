@@ -1,0 +1,168 @@
+"""Benchmarks: what the continuous-thought loop costs, and what batched cached decoding buys (paper §3, App. B).
+
+    python bench.py            # prints a table and, last, one summary line
+    python bench.py --quick    # fewer repetitions and questions
+
+1. A Coconut training step (forward+backward) with 6 thoughts ÷ a plain forward+backward over the same
+   tokens, at the tiny preset and at GPT-2 124M shape (random weights). Target <= 1.2.
+2. Batched, cached generation ÷ batch-1 generation that reruns the whole prefix per token (the reference's
+   way) on 64 ProsQA questions: the answers must be identical. Target >= 10x.
+3. Peak memory of a training step at both shapes (resident set size of a fresh process on CPU; CUDA's
+   allocator peak on a GPU).
+Ratios, not seconds: machines are noisy, ratios hold.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+import data
+from coconut import Coconut
+from model import GPT, GPTConfig, EOS_ID, LATENT_ID, START_LATENT_ID, END_LATENT_ID
+
+SHAPES = {"tiny": dict(n_layer=4, n_head=4, n_embd=128), "gpt2-124M": dict(n_layer=12, n_head=12, n_embd=768)}
+
+
+def make_model(shape, device, pause=False):
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=EOS_ID + 1, **SHAPES[shape]))
+    gpt.add_token_rows(3)
+    return Coconut(gpt, LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID, pause_as_thought=pause).to(device)
+
+
+def training_batch(records, tok, batch_size, device):
+    samples = [data.tokenize_record(tok, r) for r in records[:batch_size]]
+    return {k: v.to(device) for k, v in data.collate(
+        [data.build_example(s, 6, "coconut", c=1, max_latent_stage=6) for s in samples]).items()}
+
+
+def time_steps(coconut, batch, reps, device):
+    def step():
+        out = coconut(**batch, return_logits=False)
+        out.loss.backward()
+        coconut.zero_grad(set_to_none=True)
+    step()  # warm-up
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        step()
+    sync(device)
+    return (time.perf_counter() - t) / reps
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def generate_uncached_batch1(coconut, prompt, max_new_tokens):
+    """The reference's decoding: one question at a time, the whole prefix (thoughts too) rerun per token."""
+    ids, out = list(prompt), []
+    for _ in range(max_new_tokens):
+        tok = int(coconut(torch.tensor([ids], device=coconut.model.lm_head.weight.device)).logits[0, -1].argmax())
+        if tok == EOS_ID:
+            break
+        out.append(tok)
+        ids.append(tok)
+    return out
+
+
+def step_ratio(shape, records, tok, device, reps, batch_size):
+    batch = training_batch(records, tok, batch_size, device)
+    coconut = make_model(shape, device)
+    # the same tokens in one pass: thought slots keep their embedding (pause-as-thought)
+    plain = Coconut(coconut.model, LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID, pause_as_thought=True)
+    t_plain, t_coconut = [], []
+    for _ in range(2):  # interleaved, best of: noise on a shared machine only ever adds time
+        t_plain.append(time_steps(plain, batch, reps, device))
+        t_coconut.append(time_steps(coconut, batch, reps, device))
+    return min(t_coconut) / min(t_plain), min(t_plain), min(t_coconut), batch["input_ids"].shape
+
+
+def peak_memory(shape, device, batch_size):
+    """Run one training step in a fresh process and report its peak memory in MB."""
+    code = (f"import bench, torch, data, json, resource;"
+            f"r = data.load_records(bench.prosqa_path()) if bench.prosqa_path() else bench.generated();"
+            f"tok = data.Tokenizer(); b = bench.training_batch(r, tok, {batch_size}, '{device}');"
+            f"m = bench.make_model('{shape}', '{device}'); o = m(**b, return_logits=False); o.loss.backward();"
+            f"cuda = '{device}'.startswith('cuda');"
+            f"print(json.dumps(torch.cuda.max_memory_allocated() / 2**20 if cuda else "
+            f"resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def prosqa_path():
+    for p in ("data/prosqa_valid.json", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared",
+                                                      "data", "prosqa_valid.json")):
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def generated():
+    return data.generate_prosqa({"valid": 64}, seed=0)["valid"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--questions", type=int, default=64)
+    p.add_argument("--max_new_tokens", type=int, default=32)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    path = prosqa_path()
+    records = data.load_records(path) if path else generated()
+    tok = data.Tokenizer()
+    print(f"bench on {args.device} ({torch.get_num_threads()} threads), ProsQA questions from "
+          f"{path or 'the generator'}, {time.strftime('%Y-%m-%d')}")
+    reps = 1 if args.quick else 2
+    rows = []
+    for shape, bs in (("tiny", 16), ("gpt2-124M", 8 if args.device == "cpu" else 32)):
+        ratio, t_plain, t_coco, dims = step_ratio(shape, records, tok, args.device, reps, bs)
+        mem = peak_memory(shape, args.device, bs)
+        rows.append((shape, ratio, t_plain, t_coco, dims, mem))
+    print("\n| shape | batch x tokens | plain fwd+bwd (s) | Coconut 6 thoughts (s) | ratio | peak MB |")
+    print("|---|---|---|---|---|---|")
+    for shape, ratio, t_plain, t_coco, dims, mem in rows:
+        print(f"| {shape} | {dims[0]} x {dims[1]} | {t_plain:.3f} | {t_coco:.3f} | {ratio:.2f} | {mem:.0f} |")
+
+    # Generation: batched + cached vs batch-1 + uncached, same answers
+    n = 16 if args.quick else args.questions
+    coconut = make_model("tiny", args.device).eval()
+    samples = [data.tokenize_record(tok, r) for r in records[:n]]
+    prompts = [data.build_prompt(s, 7, "coconut", c=1, max_latent_stage=6) for s in samples]
+    t = time.perf_counter()
+    batch = {k: v.to(args.device) for k, v in data.collate(prompts).items()}
+    gen = coconut.generate(**batch, max_new_tokens=args.max_new_tokens)
+    sync(args.device)
+    t_batched = time.perf_counter() - t
+    t = time.perf_counter()
+    reference = [generate_uncached_batch1(coconut, pr["input_ids"], args.max_new_tokens) for pr in prompts]
+    sync(args.device)
+    t_ref = time.perf_counter() - t
+    identical = all(gen.tokens[i, :gen.lengths[i]].tolist() == reference[i] for i in range(n))
+    speedup = t_ref / t_batched
+    print(f"\n| generation ({n} questions, {args.max_new_tokens} new tokens max, tiny) | seconds |")
+    print("|---|---|")
+    print(f"| batch-1, whole prefix per token (reference) | {t_ref:.2f} |")
+    print(f"| batched, key/value cache (ours) | {t_batched:.2f} |")
+    print(f"| speed-up | {speedup:.1f}x (answers identical: {identical}) |")
+    gpt2 = rows[1]
+    print(f"\nstep ratio {rows[0][1]:.2f} (tiny) {gpt2[1]:.2f} (gpt2) | generate speedup {speedup:.1f}x"
+          f"{'' if identical else ' (ANSWERS DIFFER)'} | peak MB {rows[0][5]:.0f} (tiny) {gpt2[5]:.0f} (gpt2)")
+    if not identical:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

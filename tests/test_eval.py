@@ -1,0 +1,91 @@
+"""eval.py: the §5.1 outcome classes, §5.2 frontier values, and accuracy end to end."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import tiny_gpt
+import data
+import eval as ev
+import train
+
+# Tom -> a -> b -> target; Tom -> c -> target (shorter: 2 steps via c); Tom -> d; Bob -> e -> neg
+GRAPH = {"idx_to_symbol": ["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"],
+         "edges": [[0, 2], [2, 3], [3, 7], [0, 4], [4, 7], [0, 5], [1, 6], [6, 8], [5, 3]],
+         "root": 0, "target": 7, "neg_target": 8, "answer": "Tom is a lempus.",
+         "question": "...", "steps": ["Tom is a c.", "Every c is a lempus."]}
+
+
+@pytest.mark.parametrize("text,k,expected", [
+    ("### Tom is a lempus.", 0, "Correct Label"),
+    ("### Tom is a scrompus.", 0, "Incorrect Label"),
+    ("Tom is a c.\nEvery c is a lempus.\n### Tom is a lempus.", 0, "Correct Path"),
+    ("Tom is a a.\nEvery a is a b.\nEvery b is a lempus.\n### Tom is a lempus.", 0, "Longer Path"),
+    ("Tom is a d.\nEvery d is a b.\nEvery b is a lempus.\n### Tom is a lempus.", 0, "Longer Path"),
+    ("Tom is a a.\nEvery a is a lempus.\n### Tom is a lempus.", 0, "Hallucination"),  # no edge a -> lempus
+    ("Tom is a a.\nEvery c is a lempus.\n### Tom is a lempus.", 0, "Hallucination"),  # broken chain
+    ("Tom is a e.\nEvery e is a scrompus.\n### Tom is a scrompus.", 0, "Hallucination"),  # Tom -> e missing
+    ("Tom is a d.\nEvery d is a b.\n### Tom is a b.", 0, "Wrong Target"),
+    ("Every c is a lempus.\n### Tom is a lempus.", 1, "Correct Path"),  # partial: thought covered Tom -> c
+    ("Every b is a lempus.\n### Tom is a lempus.", 1, "Longer Path"),  # b is 2 steps away: 3 > 2
+    ("Every e is a scrompus.\n### Tom is a scrompus.", 1, "Hallucination"),  # e is not reachable from Tom
+    ("Every c is a lempus.\n### Tom is a lempus.", 0, "Hallucination"),  # without thoughts it must start at Tom
+    ("Every d is a b.\n### Tom is a b.", 1, "Wrong Target"),
+])
+def test_outcome_classes(text, k, expected):
+    assert ev.classify(GRAPH, text, k) == expected
+
+
+def test_node_height_is_shortest_distance_to_a_leaf():
+    h = ev.node_height(GRAPH)
+    assert h[7] == 0 and h[3] == 1 and h[4] == 1 and h[0] == 2 and h[5] == 2
+
+
+def test_frontier_values_on_a_stub_model_with_known_distributions():
+    """A stub whose next-token distribution is uniform over 4 tokens: every 1-token name gets 1/4, every
+    2-token name 1/16 (the product over the name's tokens)."""
+    tok = data.Tokenizer()
+    record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"])
+
+    class Uniform(torch.nn.Module):
+        def forward(self, ids):
+            logits = torch.full((*ids.shape, 50260), -1e9)
+            names = {t for n in ("a", "c", "d") for t in tok.encode(" " + n)}
+            for t in names:
+                logits[..., t] = 0.0
+            logits[..., 0] = 0.0
+            return type("O", (), {"logits": logits})()
+
+    sample = data.tokenize_record(tok, record)
+    values, dist = ev.frontier_values(Uniform(), tok, record, sample, 1, "cpu")
+    assert set(values) == {2, 4, 5}  # the children of Tom
+    for v in values.values():
+        assert v == pytest.approx(0.25)
+
+
+def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
+    folder = tmp_path / "d"
+    splits = data.generate_prosqa({"train": 8, "valid": 6, "test": 6}, seed=1, nodes=(6, 7), path=(2, 2))
+    for s, records in splits.items():
+        data.write_json_atomic(records, str(folder / f"prosqa_{s}.json"))
+    train.main(["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu",
+                "--max_latent_stage", "1", "--epochs_per_stage", "1", "--num_epochs", "2", "--batch_size", "4",
+                "--micro_batch", "2", "--max_new_tokens", "16", "--data_dir", str(folder),
+                "--out_dir", str(tmp_path / "run")])
+    ev.main(["--ckpt", str(tmp_path / "run"), "--split", "test", "--batch_size", "4", "--latents", "0", "1"])
+    report = json.load(open(tmp_path / "run" / "eval_test.json"))
+    assert report["summary"]["n"] == 6
+    for k in ("0", "1"):
+        shares = [report["latent_sweep"][k][o] for o in ev.OUTCOMES]
+        assert sum(shares) == pytest.approx(1.0)  # exhaustive and disjoint
+    # batched equals one at a time
+    ckpt = train.load_checkpoint(str(tmp_path / "run"))
+    model = train.model_from_checkpoint(ckpt, "cpu").eval()
+    tok = data.Tokenizer()
+    records = splits["test"]
+    samples = [data.tokenize_record(tok, r) for r in records]
+    rows, _ = ev.run_eval(model, ckpt["meta"], records, samples, "cpu", 16, batch_size=6)
+    singles = [ev.run_eval(model, ckpt["meta"], [r], [s], "cpu", 16, batch_size=1)[0][0] for r, s in zip(records, samples)]
+    assert [r["output"] for r in rows] == [r["output"] for r in singles]
