@@ -113,6 +113,17 @@ def frontier_values(coconut, tok, record, sample, k, device):
     return values, dist
 
 
+@torch.no_grad()
+def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
+    """Figure 3's view: each continuous thought decoded through the output head -> [(token, prob), ...] per thought."""
+    ids = sample["question"] + [data.START_LATENT_ID] + [data.LATENT_ID] * n_thoughts + [data.END_LATENT_ID]
+    out = coconut.run_thoughts(torch.tensor([ids], device=device))
+    first = len(sample["question"]) + 1
+    probs = coconut.model.lm_head(out.inputs_embeds[0, first:first + n_thoughts]).float().softmax(-1)
+    values, indices = probs.topk(top, dim=-1)
+    return [[(tok.decode([int(i)]), float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values, indices)]
+
+
 def node_height(record):
     """Shortest distance to a leaf (the paper defines height inconsistently; this is our reading)."""
     n = len(record["idx_to_symbol"])
@@ -173,6 +184,7 @@ def main(argv=None):
     p.add_argument("--data", default=None, help="a JSON file instead of the run's split")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
     p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k thoughts")
+    p.add_argument("--probe", type=int, default=0, help="decode the thoughts of the first N questions (Fig. 3)")
     p.add_argument("--limit", type=int, default=None, help="first N records only")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--device", default=None)
@@ -197,6 +209,14 @@ def main(argv=None):
               f"new tokens {summary['mean_new_tokens']:.1f}  passes/batch {summary['forward_passes_per_batch']:.1f}  "
               f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
         report = {"data": data_path, "summary": summary, "rows": rows}
+        if args.probe:
+            n_thoughts = meta["max_latent_stage"] * meta["c"]
+            report["probes"] = []
+            for r, s in list(zip(records, samples))[: args.probe]:
+                probes = probe_thoughts(coconut, tok, s, n_thoughts, device)
+                report["probes"].append(probes)
+                print(f"  {r['answer']!r}: " + " | ".join(
+                    ", ".join(f"{t.strip() or repr(t)} {p:.2f}" for t, p in th) for th in probes))
         if args.latents is not None and graph:
             sweep = {}
             for k in args.latents:

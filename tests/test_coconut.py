@@ -56,22 +56,24 @@ def mixed_batch():
     return rows, *collate(rows)
 
 
+def gradients(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
 def test_forward_equals_naive_recompute_in_logits_loss_and_gradients(mixed_batch):
     _, batch, _ = mixed_batch
     model = tiny_gpt(vocab_size=V)
-    coconut = Coconut(model, LATENT, START, END, EOS)
-    out = coconut(**batch)
-    out.loss.backward()
-    fast_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
+    out = Coconut(model, LATENT, START, END, EOS)(**batch)
     ref_logits = naive_coconut_logits(model, batch["input_ids"], batch["attention_mask"], batch["position_ids"])
     ref_loss = lm_loss(ref_logits, batch["labels"])
-    ref_loss.backward()
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(out.logits[real], ref_logits[real], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(out.loss, ref_loss, rtol=1e-10, atol=1e-10)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(fast_grads[n], p.grad, rtol=1e-8, atol=1e-10, msg=n)
+    fast, ref = gradients(model, out.loss), gradients(model, ref_loss)
+    for n in fast:
+        torch.testing.assert_close(fast[n], ref[n], rtol=1e-8, atol=1e-10, msg=n)
 
 
 def test_scoring_only_labelled_positions_gives_the_same_loss_and_gradients(mixed_batch):
@@ -79,15 +81,12 @@ def test_scoring_only_labelled_positions_gives_the_same_loss_and_gradients(mixed
     model = tiny_gpt(vocab_size=V)
     coconut = Coconut(model, LATENT, START, END, EOS)
     full = coconut(**batch)
-    full.loss.backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
     lean = coconut(**batch, return_logits=False)
-    lean.loss.backward()
     assert lean.logits is None
     torch.testing.assert_close(lean.loss, full.loss, rtol=1e-12, atol=1e-12)
-    for g, p in zip(grads, model.parameters()):
-        torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
+    g_full, g_lean = gradients(model, full.loss), gradients(model, lean.loss)
+    for n in g_full:
+        torch.testing.assert_close(g_lean[n], g_full[n], rtol=1e-10, atol=1e-12, msg=n)
 
 
 def test_n_aligned_thoughts_take_n_plus_one_passes(mixed_batch):
