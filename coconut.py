@@ -29,13 +29,17 @@ def lm_loss(logits, labels):
 
 
 class Coconut(nn.Module):
-    def __init__(self, model, latent_id, start_id, end_id, eos_id, pause_as_thought=False):
+    def __init__(self, model, latent_id, start_id, end_id, eos_id, pause_as_thought=False, stop_classifier=False):
         super().__init__()
         self.model = model
         self.latent_id, self.start_id, self.end_id, self.eos_id = latent_id, start_id, end_id, eos_id
         # The "pause as thought" ablation (§4.4): thought slots keep the <|latent|> embedding and act as
         # learned pause tokens, with the same curriculum. Nothing is fed back, so one pass suffices.
         self.pause_as_thought = pause_as_thought
+        # §3 "Inference": a binary classifier on the thoughts may decide when to leave latent mode, instead
+        # of a fixed number of thoughts. It reads the state that would become the next thought.
+        w = model.lm_head.weight
+        self.stop_head = nn.Linear(w.shape[1], 1, dtype=w.dtype, device=w.device) if stop_classifier else None
 
     def run_thoughts(self, input_ids, attention_mask=None, position_ids=None):
         """The thought loop: returns ThoughtPass(hidden, inputs_embeds with thoughts, past_kv, n_passes).
@@ -80,10 +84,21 @@ class Coconut(nn.Module):
         if return_logits:
             logits = self.model.lm_head(out.hidden)
             loss = None if labels is None else lm_loss(logits, labels)
-            return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=logits)
-        scored = labels[:, 1:] != -100
-        loss = F.cross_entropy(self.model.lm_head(out.hidden[:, :-1][scored]), labels[:, 1:][scored])
-        return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=None)
+        else:
+            logits = None
+            scored = labels[:, 1:] != -100
+            loss = F.cross_entropy(self.model.lm_head(out.hidden[:, :-1][scored]), labels[:, 1:][scored])
+        if self.stop_head is not None and labels is not None:
+            loss = loss + self.stop_loss(input_ids, out.hidden)
+        return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=logits)
+
+    def stop_loss(self, input_ids, hidden):
+        """The classifier's target at <bot> and at each thought: is the next token <eot>?"""
+        reads = (input_ids[:, :-1] == self.start_id) | (input_ids[:, :-1] == self.latent_id)
+        if not reads.any():  # still touch the head, so DDP finds every parameter used
+            return self.stop_head(hidden[:, :1]).sum() * 0
+        target = (input_ids[:, 1:] == self.end_id)[reads].to(hidden.dtype)
+        return F.binary_cross_entropy_with_logits(self.stop_head(hidden[:, :-1][reads]).squeeze(-1), target)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, position_ids=None, max_new_tokens=128):
@@ -122,3 +137,52 @@ class Coconut(nn.Module):
             next_logits, past_kv, next_pos = o.logits[:, -1], o.past_kv, next_pos + 1
             n_passes += 1
         return Generation(tokens, lengths, n_passes)
+
+    @torch.no_grad()
+    def generate_adaptive(self, input_ids, attention_mask=None, position_ids=None, max_thoughts=6,
+                          max_new_tokens=128):
+        """Greedy decoding where the stop classifier ends each row's thoughts (at most max_thoughts).
+
+        Prompts end with <bot>. Each step every row feeds one embedding: its last hidden state while it is
+        thinking, <eot> when the classifier (or the cap) says stop, then its greedy tokens. Returns
+        Generation(tokens, lengths, n_passes) and the number of thoughts per row.
+        """
+        if self.stop_head is None:
+            raise ValueError("generate_adaptive needs Coconut(..., stop_classifier=True) and a trained stop head")
+        B, T = input_ids.shape
+        device = input_ids.device
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(T, device=device).expand(B, T)
+        out = self.model(input_ids, position_ids=position_ids, attention_mask=attention_mask, with_logits=False)
+        rows = torch.arange(B, device=device)
+        last = T - 1 - attention_mask.flip(1).long().argmax(1)
+        h, pos, past_kv, n_passes = out.hidden[rows, last], position_ids[rows, last] + 1, out.past_kv, 1
+        thinking = torch.ones(B, dtype=torch.bool, device=device)
+        n_thoughts = torch.zeros(B, dtype=torch.long, device=device)
+        tokens = torch.full((B, max_new_tokens), self.eos_id, dtype=torch.long, device=device)
+        lengths = torch.zeros(B, dtype=torch.long, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        eot = self.model.embed(torch.tensor(self.end_id, device=device))
+        while True:
+            stop = thinking & ((self.stop_head(h).squeeze(-1) > 0) | (n_thoughts >= max_thoughts))
+            speaking = ~thinking & ~done
+            tok = torch.where(speaking, self.model.lm_head(h).argmax(-1), self.eos_id)
+            new_eos = speaking & (tok == self.eos_id)
+            done |= new_eos
+            writes = speaking & ~new_eos
+            tokens[rows[writes], lengths[writes]] = tok[writes]
+            lengths += writes.long()
+            done |= lengths >= max_new_tokens
+            if done.all():
+                break
+            embeds = torch.where(thinking[:, None], torch.where(stop[:, None], eot.to(h.dtype), h),
+                                 self.model.embed(tok).to(h.dtype))
+            n_thoughts += (thinking & ~stop).long()
+            thinking &= ~stop
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            o = self.model(inputs_embeds=embeds[:, None], position_ids=pos[:, None], attention_mask=attention_mask,
+                           past_kv=past_kv, with_logits=False)
+            h, past_kv, pos, n_passes = o.hidden[:, -1], o.past_kv, pos + 1, n_passes + 1
+        return Generation(tokens, lengths, n_passes), n_thoughts

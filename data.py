@@ -25,11 +25,14 @@ METHODS = ("coconut", "cot", "no-cot", "pause", "icot", "no-thought", "pause-as-
 DATASETS = ("prosqa", "prontoqa", "gsm8k")
 SPLITS = ("train", "valid", "test")
 
-# Pinned sources (DEVELOPERS.md). GSM8k's train file is stored with Git LFS, hence the media host.
+# Pinned sources (DEVELOPERS.md). GSM8k's train file is stored with Git LFS: the raw host serves a pointer
+# for it, and the media host the file.
 PROSQA_URL = ("https://raw.githubusercontent.com/facebookresearch/coconut/"
               "27273cb8cca4bb763c041a63b036d0c3b7cbbb48/data/prosqa_{split}.json")
-GSM8K_URL = ("https://media.githubusercontent.com/media/da03/Internalize_CoT_Step_by_Step/"
-             "e06a32ee5e4cd117171daeb4755d2a97ece62761/data/gsm8k/{split}.txt")
+GSM8K_PATH = "da03/Internalize_CoT_Step_by_Step/e06a32ee5e4cd117171daeb4755d2a97ece62761/data/gsm8k/{split}.txt"
+GSM8K_URL = "https://raw.githubusercontent.com/" + GSM8K_PATH
+GSM8K_LFS_URL = "https://media.githubusercontent.com/media/" + GSM8K_PATH
+LFS_POINTER = "version https://git-lfs"
 PROSQA_SIZES = {"train": 17886, "valid": 300, "test": 500}
 PRONTOQA_SIZES = {"train": 9000, "valid": 200, "test": 800}
 
@@ -134,11 +137,17 @@ def write_json_atomic(obj, path):
 # ----------------------------------------------------------------------------------------------------------
 # Converters from the original formats (exactly as the reference's preprocessing scripts).
 
-def prontoqa_from_generator(raw):
+def prontoqa_from_generator(raw, source="5hop_0shot_random.json"):
     """`5hop_0shot_random.json` -> records: question + " " + query, chain-of-thought joined two by two."""
+    if not isinstance(raw, dict):
+        raise DataError(f"{source}: expected an object of examples, got {type(raw).__name__}")
     records = []
     for key, v in raw.items():
-        ex = v["test_example"]
+        ex = v.get("test_example") if isinstance(v, dict) else None
+        fields = {"question": str, "query": str, "chain_of_thought": list, "answer": str}
+        bad = [f for f, t in fields.items() if not isinstance(ex, dict) or not isinstance(ex.get(f), t)]
+        if bad:
+            raise DataError(f"{source}: example {key!r}: test_example.{bad[0]} is missing or of the wrong type")
         cot = ex["chain_of_thought"]
         records.append({"question": ex["question"] + " " + ex["query"],
                         "steps": [" ".join(cot[i:i + 2]) for i in range(0, len(cot), 2)],
@@ -393,12 +402,15 @@ def ensure_dataset(name, data_dir="data", notice=print):
     elif name == "prontoqa":
         raw_path = os.path.join(data_dir, "5hop_0shot_random.json")
         if os.path.exists(raw_path):
-            with open(raw_path) as f:
-                raw = json.load(f)
+            try:
+                with open(raw_path) as f:
+                    raw = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{raw_path}: not valid JSON ({e})") from None
         else:
             notice(f"ProntoQA: {raw_path} not found, so the splits come from data.py's built-in 5-hop generator")
             raw = generate_prontoqa_raw(sum(PRONTOQA_SIZES.values()))
-        for s, records in split_prontoqa(prontoqa_from_generator(raw)).items():
+        for s, records in split_prontoqa(prontoqa_from_generator(raw, raw_path)).items():
             write_json_atomic(records, paths[s])
     else:
         for s, p in paths.items():
@@ -406,12 +418,16 @@ def ensure_dataset(name, data_dir="data", notice=print):
             try:
                 if not os.path.exists(txt):
                     download(GSM8K_URL.format(split=s), txt)
+                    with open(txt, encoding="utf-8") as f:
+                        pointer = f.read(len(LFS_POINTER)) == LFS_POINTER
+                    if pointer:
+                        download(GSM8K_LFS_URL.format(split=s), txt)
             except ConnectionError as e:
                 raise DataError(f"GSM8k: {txt} is missing and could not be downloaded ({e}); there is no "
                                 "generator for GSM8k") from None
             with open(txt, encoding="utf-8") as f:
                 lines = f.readlines()
-            if lines and lines[0].startswith("version https://git-lfs"):
+            if lines and lines[0].startswith(LFS_POINTER):
                 raise DataError(f"{txt}: a Git LFS pointer, not the data; fetch the file itself")
             write_json_atomic(gsm8k_from_icot(lines, txt), p)
     return paths

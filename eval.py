@@ -15,7 +15,7 @@ from collections import Counter, deque
 import torch
 
 import data
-from train import load_checkpoint, model_from_checkpoint, answer_of, pick_device
+from train import load_checkpoint, model_from_checkpoint, answer_of, pick_device, generate_texts
 
 OUTCOMES = ("Correct Label", "Incorrect Label", "Correct Path", "Longer Path", "Hallucination", "Wrong Target")
 
@@ -144,25 +144,12 @@ def node_height(record):
 @torch.no_grad()
 def run_eval(coconut, meta, records, samples, device, max_new_tokens, batch_size, latents=None):
     """Generate for every record; return per-record outputs and summary metrics."""
-    tok = data.Tokenizer()
-    method, c, max_stage = meta["method"], meta["c"], meta["max_latent_stage"]
-    final_stage = max_stage + 1
-    outputs, t0, n_passes = [], time.time(), 0
+    t0, n_passes, outputs = time.time(), 0, []
     for i in range(0, len(samples), batch_size):
-        chunk = samples[i:i + batch_size]
-        if latents is None:
-            prompts = [data.build_prompt(s, final_stage, method, c, max_stage, bool(meta["pad_latent_to_max"]))
-                       for s in chunk]
-        else:  # §5.1: exactly `latents` thoughts from the same weights, then language
-            prompts = [{"input_ids": s["question"] + [data.START_LATENT_ID] + [data.LATENT_ID] * latents
-                        + [data.END_LATENT_ID]} for s in chunk]
-        batch = {k: v.to(device) for k, v in data.collate(prompts).items()}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
-            gen = coconut.generate(**batch, max_new_tokens=max_new_tokens)
-        n_passes += gen.n_passes
-        for row in range(len(chunk)):
-            n_new = int(gen.lengths[row])
-            outputs.append((tok.decode(gen.tokens[row, :n_new].tolist(), skip_special=True), n_new))
+        texts, passes = generate_texts(coconut, samples[i:i + batch_size], meta["max_latent_stage"] + 1, meta,
+                                       device, max_new_tokens, latents)
+        outputs += texts
+        n_passes += passes
     seconds = time.time() - t0
     rows = []
     for r, (text, n_new) in zip(records, outputs):
@@ -299,4 +286,7 @@ def plot(report, folder):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except data.DataError as err:
+        raise SystemExit(f"error: {err}")

@@ -32,8 +32,8 @@ PAPER = {
 }
 # A CPU with no network: a from-scratch GPT-2-shaped model on ProsQA-mini (smaller graphs from our
 # generator), so that a whole curriculum fits in minutes. Flags given explicitly still win.
-LAPTOP = dict(nodes=(8, 12), path=(2, 3), train_size=4000, val_size=200, test_size=500, c=1, max_latent_stage=3,
-              epochs_per_stage=2, num_epochs=10, batch_size=32, micro_batch=32, lr=1e-3, max_new_tokens=64)
+LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=8000, val_size=200, test_size=500, c=1, max_latent_stage=3,
+              epochs_per_stage=1, num_epochs=5, batch_size=32, micro_batch=32, lr=1e-3, max_new_tokens=48)
 TINY = dict(n_layer=4, n_head=4, n_embd=128, block_size=1024)  # --model tiny; sizes overridable by flags
 FEEDBACK_METHODS = ("coconut", "no-curriculum")  # thoughts receive hidden states
 PAUSE_METHODS = ("pause", "pause-as-thought")  # thought slots keep the <|latent|> embedding
@@ -49,6 +49,8 @@ def get_args(argv=None):
     p.add_argument("--num_epochs", type=int, default=None)
     p.add_argument("--pad_latent_to_max", type=int, default=1, help="past the last stage keep max_stage*c thoughts")
     p.add_argument("--uniform_prob", type=float, default=0.0, help="probability of a random stage per sample")
+    p.add_argument("--latent_stop", default="fixed", choices=("fixed", "classifier"),
+                   help="leave latent mode after a fixed number of thoughts, or when a trained classifier says so")
     p.add_argument("--icot_tokens_per_stage", type=int, default=8, help="--method icot: tokens removed per epoch")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--weight_decay", type=float, default=0.01)
@@ -122,6 +124,8 @@ def resolve(args, device, log):
             "recipe; the paper's ProsQA is --model gpt2 --data_dir data")
     if args.c < 1:
         fail(f"--c {args.c}: at least one continuous thought per step")
+    if args.latent_stop == "classifier" and args.method not in FEEDBACK_METHODS:
+        fail(f"--latent_stop classifier: only for --method {' or '.join(FEEDBACK_METHODS)}, not {args.method}")
     if args.batch_size % args.micro_batch:
         fail(f"--batch_size {args.batch_size} is not a multiple of --micro_batch {args.micro_batch}")
     args.data_dir = args.data_dir or "data"
@@ -167,13 +171,13 @@ def build_model(args, device, log):
     else:
         fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(HF_REPOS)} or a Hugging Face folder")
     gpt.add_token_rows(3)  # <|start-latent|>, <|end-latent|>, <|latent|> as copies of "<<"
-    return Coconut(gpt, LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID,
-                   pause_as_thought=args.method in PAUSE_METHODS).to(device)
+    return Coconut(gpt, LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID, pause_as_thought=args.method in PAUSE_METHODS,
+                   stop_classifier=args.latent_stop == "classifier").to(device)
 
 
 def checkpoint_meta(args):
     return {"method": args.method, "dataset": args.dataset, "c": args.c, "max_latent_stage": args.max_latent_stage,
-            "pad_latent_to_max": args.pad_latent_to_max,
+            "pad_latent_to_max": args.pad_latent_to_max, "latent_stop": args.latent_stop,
             "special_ids": {"start": START_LATENT_ID, "end": END_LATENT_ID, "latent": LATENT_ID, "eos": EOS_ID}}
 
 
@@ -203,8 +207,40 @@ def model_from_checkpoint(ckpt, device):
     gpt = GPT(GPTConfig(**ckpt["model_config"]))
     gpt.load_state_dict(ckpt["model"])
     ids = ckpt["meta"]["special_ids"]
-    return Coconut(gpt, ids["latent"], ids["start"], ids["end"], ids["eos"],
-                   pause_as_thought=ckpt["meta"]["method"] in PAUSE_METHODS).to(device)
+    coconut = Coconut(gpt, ids["latent"], ids["start"], ids["end"], ids["eos"],
+                      pause_as_thought=ckpt["meta"]["method"] in PAUSE_METHODS,
+                      stop_classifier=ckpt["meta"].get("latent_stop") == "classifier")
+    if coconut.stop_head is not None:
+        coconut.stop_head.load_state_dict(ckpt["stop_head"])
+    return coconut.to(device)
+
+
+@torch.no_grad()
+def generate_texts(coconut, samples, stage, meta, device, max_new_tokens, latents=None):
+    """Greedy outputs for tokenized samples, decoded as the method does at `stage`.
+
+    latents=k forces k thoughts (the §5 analyses). Returns ([(text, new tokens)], forward passes).
+    """
+    tok = data.Tokenizer()
+    classifier = meta.get("latent_stop") == "classifier" and latents is None
+    if latents is not None:
+        prompts = [{"input_ids": s["question"] + [START_LATENT_ID] + [LATENT_ID] * latents + [END_LATENT_ID]}
+                   for s in samples]
+    elif classifier:  # the classifier decides how many thoughts follow <bot>
+        prompts = [{"input_ids": s["question"] + [START_LATENT_ID]} for s in samples]
+    else:
+        prompts = [data.build_prompt(s, stage, meta["method"], meta["c"], meta["max_latent_stage"],
+                                     bool(meta["pad_latent_to_max"])) for s in samples]
+    batch = {k: v.to(device) for k, v in data.collate(prompts).items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+        if classifier:
+            cap = min(stage, meta["max_latent_stage"]) * meta["c"]
+            gen, _ = coconut.generate_adaptive(**batch, max_thoughts=cap, max_new_tokens=max_new_tokens)
+        else:
+            gen = coconut.generate(**batch, max_new_tokens=max_new_tokens)
+    texts = [(tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True), int(gen.lengths[r]))
+             for r in range(len(samples))]
+    return texts, gen.n_passes
 
 
 def micro_batches(order, examples, args, world, rank):
@@ -224,7 +260,7 @@ def micro_batches(order, examples, args, world, rank):
 def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, rank=0, autocast=None):
     """Validation loss and generation accuracy at `stage`, sharded over ranks and summed."""
     coconut.eval()
-    tok = data.Tokenizer()
+    meta = checkpoint_meta(args)
     loss_sum, loss_n, correct, n, new_tokens = 0.0, 0, 0, 0, 0
     idx = list(range(rank, len(valid_tok), world))
     bs = args.micro_batch
@@ -239,16 +275,11 @@ def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, ra
         scored = int((batch["labels"][:, 1:] != -100).sum())
         loss_sum += float(out.loss) * scored
         loss_n += scored
-        prompts = [data.build_prompt(valid_tok[j], stage, args.method, args.c, args.max_latent_stage,
-                                     bool(args.pad_latent_to_max)) for j in chunk]
-        batch = {k: v.to(device) for k, v in data.collate(prompts).items()}
-        with autocast():
-            gen = coconut.generate(**batch, max_new_tokens=args.max_new_tokens)
-        for row, j in enumerate(chunk):
-            text = tok.decode(gen.tokens[row, :gen.lengths[row]].tolist(), skip_special=True)
+        texts, _ = generate_texts(coconut, [valid_tok[j] for j in chunk], stage, meta, device, args.max_new_tokens)
+        for (text, n_new), j in zip(texts, chunk):
             correct += answer_of(text) == valid_records[j]["answer"].replace(",", "").strip()
             n += 1
-            new_tokens += int(gen.lengths[row])
+            new_tokens += n_new
     totals = torch.tensor([loss_sum, loss_n, correct, n, new_tokens], dtype=torch.float64, device=device)
     if world > 1:
         dist.all_reduce(totals)
@@ -285,7 +316,6 @@ def main(argv=None):
     tok = data.Tokenizer()
     train_tok, valid_records, valid_tok = load_splits(args, tok, log)
     coconut = build_model(args, device, log)
-    init = None
     if args.init_from:
         init = load_checkpoint(args.init_from)
         if init["model_config"]["vocab_size"] != coconut.model.config.vocab_size:
@@ -311,6 +341,8 @@ def main(argv=None):
         if ckpt["meta"]["method"] != args.method:
             fail(f"--resume: {last_path} was trained with --method {ckpt['meta']['method']}, not {args.method}")
         coconut.model.load_state_dict(ckpt["model"])
+        if coconut.stop_head is not None:
+            coconut.stop_head.load_state_dict(ckpt["stop_head"])
         start_epoch, best_acc, stage_of_optimizer, opt_state = ckpt["epoch"] + 1, ckpt["best_acc"], ckpt["stage"], ckpt["optimizer"]
     model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
     if rank == 0:
@@ -367,7 +399,10 @@ def main(argv=None):
                 f.write(json.dumps(m) + "\n")
             state = {"model": coconut.model.state_dict(), "model_config": vars(coconut.model.config),
                      "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args), "epoch": epoch,
-                     "stage": stage, "best_acc": max(best_acc, m["val_acc"]) if stage == final_stage else best_acc, "optimizer": optimizer.state_dict()}
+                     "stage": stage, "optimizer": optimizer.state_dict(),
+                     "best_acc": max(best_acc, m["val_acc"]) if stage == final_stage else best_acc}
+            if coconut.stop_head is not None:
+                state["stop_head"] = coconut.stop_head.state_dict()
             if stage == final_stage and m["val_acc"] > best_acc:  # best among epochs evaluated as at the end
                 save_atomic(state, best_path)
             save_atomic(state, last_path)

@@ -243,3 +243,27 @@ def test_offline_prosqa_falls_back_to_the_generator_with_a_notice(tmp_path, monk
     assert len(notices) == 1 and "generated" in notices[0]
     assert [len(load_records(paths[s], graph=True)) for s in ("train", "valid", "test")] == [5, 2, 2]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_gsm8k_download_follows_lfs_pointers_and_converts(tmp_path, monkeypatch):
+    fetched = []
+
+    def fake_download(url, path):
+        fetched.append(url)
+        lfs = url.startswith("https://media.githubusercontent.com/")
+        text = "version https://git-lfs.github.com/spec/v1\noid sha256:0\n" if "train" in url and not lfs else \
+            "What is 2+2?||<<2+2=4>> #### 4\n"
+        with open(path, "w") as f:
+            f.write(text)
+
+    monkeypatch.setattr(data, "download", fake_download)
+    paths = data.ensure_dataset("gsm8k", str(tmp_path), notice=lambda m: None)
+    assert sum(u.startswith("https://media.githubusercontent.com/") for u in fetched) == 1  # train only
+    assert all("e06a32ee5e4cd117171daeb4755d2a97ece62761" in u for u in fetched)
+    assert load_records(paths["train"]) == [{"question": "What is 2+2?", "steps": ["<<2+2=4>>"], "answer": "4"}]
+
+
+def test_malformed_prontoqa_generator_file_is_named(tmp_path):
+    (tmp_path / "5hop_0shot_random.json").write_text(json.dumps({"example1": {"test_example": {"question": "q"}}}))
+    with pytest.raises(DataError, match="5hop_0shot_random.json: example 'example1': test_example.query"):
+        data.ensure_dataset("prontoqa", str(tmp_path))

@@ -74,9 +74,13 @@ def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
                 "--max_latent_stage", "1", "--epochs_per_stage", "1", "--num_epochs", "2", "--batch_size", "4",
                 "--micro_batch", "2", "--max_new_tokens", "16", "--data_dir", str(folder),
                 "--out_dir", str(tmp_path / "run")])
-    ev.main(["--ckpt", str(tmp_path / "run"), "--split", "test", "--batch_size", "4", "--latents", "0", "1"])
+    ev.main(["--ckpt", str(tmp_path / "run"), "--split", "test", "--batch_size", "4", "--latents", "0", "1",
+             "--frontier", "1", "--probe", "2", "--plot", str(tmp_path / "figs")])
     report = json.load(open(tmp_path / "run" / "eval_test.json"))
-    assert report["summary"]["n"] == 6
+    assert report["summary"]["n"] == 6 and len(report["probes"]) == 2 and len(report["frontier"]["1"]) == 6
+    for q, r in zip(report["frontier"]["1"], splits["test"]):  # the frontier after 1 thought: the entity's children
+        assert len(q["values"]) == sum(1 for p, c in r["edges"] if p == r["root"])
+    assert sorted(os.listdir(tmp_path / "figs")) == ["fig5_outcomes.png", "fig8_parallelism_k1.png", "fig9_height_k1.png"]
     for k in ("0", "1"):
         shares = [report["latent_sweep"][k][o] for o in ev.OUTCOMES]
         assert sum(shares) == pytest.approx(1.0)  # exhaustive and disjoint

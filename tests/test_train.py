@@ -106,6 +106,7 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(mini_dir
     (["--batch_size", "5"], "--batch_size 5 is not a multiple of --micro_batch 2"),
     (["--max_new_tokens", "5000"], "sequences (prompt + output) exceed the model's context of 1024"),
     (["--model", "gpt7"], "--model 'gpt7'"),
+    (["--method", "cot", "--latent_stop", "classifier"], "--latent_stop classifier: only for --method"),
 ])
 def test_bad_flags_stop_before_training_with_a_clear_error(mini_dir, tmp_path, flags, message):
     with pytest.raises(SystemExit) as e:
@@ -150,3 +151,17 @@ def test_checkpoints_are_written_atomically(mini_dir, tmp_path, monkeypatch):
         run(mini_dir, tmp_path / "r", "--num_epochs", "2", "--resume")
     after = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
     assert after["epoch"] == before["epoch"]
+
+
+def test_latent_stop_classifier_trains_saves_and_decodes(mini_dir, tmp_path):
+    metrics = run(mini_dir, tmp_path / "cls", "--num_epochs", "3", "--latent_stop", "classifier",
+                  "--pad_latent_to_max", "0")
+    assert [m["stage"] for m in metrics] == [0, 1, 2]
+    ckpt = train.load_checkpoint(str(tmp_path / "cls" / "last.pt"))
+    assert ckpt["meta"]["latent_stop"] == "classifier" and "stop_head" in ckpt
+    model = train.model_from_checkpoint(ckpt, "cpu")
+    torch.testing.assert_close(model.stop_head.weight, ckpt["stop_head"]["weight"])
+    tok = data.Tokenizer()
+    samples = [data.tokenize_record(tok, r) for r in data.load_records(os.path.join(mini_dir, "prosqa_test.json"))]
+    texts, passes = train.generate_texts(model, samples, 2, ckpt["meta"], "cpu", 24)
+    assert len(texts) == 4 and passes >= 2
