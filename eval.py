@@ -179,7 +179,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = pick_device(args.device)
     tok = data.Tokenizer()
-    summaries = {}
+    summaries, outcome_rows = {}, []
     for path in args.ckpt:
         ckpt = load_checkpoint(path)
         meta, run_args = ckpt["meta"], ckpt["args"]
@@ -196,6 +196,12 @@ def main(argv=None):
               f"new tokens {summary['mean_new_tokens']:.1f}  passes/batch {summary['forward_passes_per_batch']:.1f}  "
               f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
         report = {"data": data_path, "summary": summary, "rows": rows}
+        if graph:  # its own outputs, classified (Figure 5's CoT and No-CoT bars)
+            natural = 0 if meta["method"] in ("cot", "no-cot", "icot", "no-thought", "pause") else \
+                meta["max_latent_stage"] * meta["c"]
+            classes = Counter(classify(r, row["output"], natural) for r, row in zip(records, rows))
+            report["outcomes"] = {o: classes[o] / len(records) for o in OUTCOMES}
+            outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))
         if args.probe:
             n_thoughts = meta["max_latent_stage"] * meta["c"]
             report["probes"] = []
@@ -210,10 +216,8 @@ def main(argv=None):
                 rows_k, summ_k = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size, latents=k)
                 classes = Counter(classify(r, row["output"], k) for r, row in zip(records, rows_k))
                 sweep[k] = {"accuracy": summ_k["accuracy"], **{o: classes[o] / len(records) for o in OUTCOMES}}
+                outcome_rows.append((f"{meta['method']} k={k}", summ_k["accuracy"], sweep[k]))
             report["latent_sweep"] = sweep
-            print("  k  accuracy  " + "  ".join(f"{o:>15s}" for o in OUTCOMES))
-            for k, v in sweep.items():
-                print(f"  {k}  {v['accuracy']:8.3f}  " + "  ".join(f"{v[o]:15.3f}" for o in OUTCOMES))
         if args.frontier is not None and graph:
             fr = {}
             for k in args.frontier:
@@ -242,6 +246,10 @@ def main(argv=None):
         print(f"  wrote {out_json}")
         if args.plot:
             plot(report, args.plot)
+    if outcome_rows:  # Figure 5 as a table
+        print("\n" + f"{'':22s}{'accuracy':>9s}" + "".join(f"{o:>16s}" for o in OUTCOMES))
+        for name, acc, shares in outcome_rows:
+            print(f"{name:22s}{acc:9.3f}" + "".join(f"{shares[o]:16.3f}" for o in OUTCOMES))
     if len(summaries) > 1:  # Appendix B: inference time per case
         print("\nmethod            accuracy  new tokens  ms/question")
         for path, s in summaries.items():

@@ -56,11 +56,14 @@ def get_args(argv=None):
     p.add_argument("--weight_decay", type=float, default=0.01)
     p.add_argument("--batch_size", type=int, default=None, help="effective batch (paper: 128)")
     p.add_argument("--micro_batch", type=int, default=None, help="per device per step; the rest is accumulation")
-    p.add_argument("--model", default="auto", help="auto | tiny | gpt2 | gpt2-medium | ... | a folder | a .pt")
+    p.add_argument("--model", default="auto", help="auto | tiny | gpt2 | gpt2-medium | ... | a Hugging Face folder")
     p.add_argument("--n_layer", type=int, default=TINY["n_layer"], help="--model tiny: layers")
     p.add_argument("--n_embd", type=int, default=TINY["n_embd"], help="--model tiny: width")
     p.add_argument("--n_head", type=int, default=TINY["n_head"], help="--model tiny: attention heads")
     p.add_argument("--init_from", default=None, help="a checkpoint (.pt or run folder) to start from, e.g. CoT")
+    p.add_argument("--start_epoch", type=int, default=None,
+                   help="first epoch to train; with --init_from it defaults to epochs_per_stage: the checkpoint "
+                        "already is stage 0 (the paper's GSM8k recipe)")
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best available)")
     p.add_argument("--data_dir", default=None, help="where <dataset>_{train,valid,test}.json live")
     p.add_argument("--train_size", type=int, default=None, help="use the first N training records")
@@ -128,6 +131,8 @@ def resolve(args, device, log):
         fail(f"--latent_stop classifier: only for --method {' or '.join(FEEDBACK_METHODS)}, not {args.method}")
     if args.batch_size % args.micro_batch:
         fail(f"--batch_size {args.batch_size} is not a multiple of --micro_batch {args.micro_batch}")
+    if args.start_epoch is None:
+        args.start_epoch = args.epochs_per_stage if args.init_from else 0
     args.data_dir = args.data_dir or "data"
     args.out_dir = args.out_dir or os.path.join("out", f"{args.dataset}-{args.method}-c{args.c}")
     return args
@@ -333,7 +338,7 @@ def main(argv=None):
 
     os.makedirs(args.out_dir, exist_ok=True)
     last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
-    start_epoch, best_acc, stage_of_optimizer, opt_state, optimizer = 0, -1.0, None, None, None
+    start_epoch, best_acc, stage_of_optimizer, opt_state, optimizer = args.start_epoch, -1.0, None, None, None
     if args.resume:
         if not os.path.exists(last_path):
             fail(f"--resume: {last_path} does not exist")

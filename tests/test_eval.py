@@ -77,6 +77,7 @@ def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
     ev.main(["--ckpt", str(tmp_path / "run"), "--split", "test", "--batch_size", "4", "--latents", "0", "1",
              "--frontier", "1", "--probe", "2", "--plot", str(tmp_path / "figs")])
     report = json.load(open(tmp_path / "run" / "eval_test.json"))
+    assert sum(report["outcomes"].values()) == pytest.approx(1.0)
     assert report["summary"]["n"] == 6 and len(report["probes"]) == 2 and len(report["frontier"]["1"]) == 6
     for q, r in zip(report["frontier"]["1"], splits["test"]):  # the frontier after 1 thought: the entity's children
         assert len(q["values"]) == sum(1 for p, c in r["edges"] if p == r["root"])

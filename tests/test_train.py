@@ -165,3 +165,9 @@ def test_latent_stop_classifier_trains_saves_and_decodes(mini_dir, tmp_path):
     samples = [data.tokenize_record(tok, r) for r in data.load_records(os.path.join(mini_dir, "prosqa_test.json"))]
     texts, passes = train.generate_texts(model, samples, 2, ckpt["meta"], "cpu", 24)
     assert len(texts) == 4 and passes >= 2
+
+
+def test_init_from_a_cot_checkpoint_skips_stage_zero(mini_dir, tmp_path):
+    run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1")
+    metrics = run(mini_dir, tmp_path / "coco", "--num_epochs", "3", "--init_from", str(tmp_path / "cot"))
+    assert [(m["epoch"], m["stage"]) for m in metrics] == [(2, 1), (3, 2)]
