@@ -101,7 +101,8 @@ def build_attn_mask(attention_mask, T, past_len, device):
     k_pos = torch.arange(S, device=device)[None, :]
     mask = k_pos <= q_pos  # (T, S)
     if attention_mask is not None:
-        assert attention_mask.shape[1] == S, f"attention_mask covers {attention_mask.shape[1]} keys, expected {S}"
+        if attention_mask.shape[1] != S:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[1]} keys; past + new positions are {S}")
         mask = mask & (attention_mask[:, None, :].bool() | (k_pos == q_pos))
         return mask[:, None, :, :]
     return mask[None, None, :, :]
@@ -190,8 +191,14 @@ class GPT(nn.Module):
             folder = download_gpt2(name_or_path, cache_dir)
         else:
             raise ValueError(f"--model {name_or_path!r}: neither a folder nor one of {', '.join(HF_REPOS)}")
-        with open(os.path.join(folder, "config.json")) as f:
+        config_path = os.path.join(folder, "config.json")
+        if not os.path.exists(config_path):
+            raise FileNotFoundError(f"{folder}: no config.json (a Hugging Face GPT-2 folder has one)")
+        with open(config_path) as f:
             hf = json.load(f)
+        missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k not in hf]
+        if missing:
+            raise ValueError(f"{config_path}: missing {', '.join(missing)}")
         config = GPTConfig(block_size=hf.get("n_positions", 1024), vocab_size=hf["vocab_size"],
                            n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
                            layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5))

@@ -173,6 +173,8 @@ def build_model(args, device, log):
         except ConnectionError as e:
             fail(f"--model {args.model}: could not get the weights ({e}); download them on a machine with network "
                  "into ~/.cache/coconut/<name>/ or pass a local Hugging Face folder")
+        except (ValueError, FileNotFoundError) as e:
+            fail(f"--model {args.model}: {e}")
     else:
         fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(HF_REPOS)} or a Hugging Face folder")
     gpt.add_token_rows(3)  # <|start-latent|>, <|end-latent|>, <|latent|> as copies of "<<"

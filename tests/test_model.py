@@ -195,3 +195,11 @@ def test_named_model_is_read_from_the_cache_without_network(tmp_path, monkeypatc
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="gpt3"):
         GPT.from_pretrained("gpt3")
+
+
+def test_folder_without_config_or_with_an_incomplete_one_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        GPT.from_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 10, "n_layer": 1}))
+    with pytest.raises(ValueError, match="config.json: missing n_head, n_embd"):
+        GPT.from_pretrained(str(tmp_path))

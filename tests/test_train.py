@@ -126,6 +126,10 @@ def test_bad_files_and_checkpoints_are_named(mini_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "download", lambda url, path: (_ for _ in ()).throw(ConnectionError("offline")))
     with pytest.raises(data.DataError, match="gsm8k_train.txt is missing"):
         train.main(TINY_FLAGS + ["--dataset", "gsm8k", "--data_dir", str(tmp_path / "none"), "--out_dir", str(tmp_path / "z")])
+    (tmp_path / "not_a_model").mkdir()
+    with pytest.raises(SystemExit, match="not_a_model: no config.json"):
+        train.main(TINY_FLAGS + ["--data_dir", mini_dir, "--out_dir", str(tmp_path / "m"),
+                                 "--model", str(tmp_path / "not_a_model")])
     run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1")
     with pytest.raises(SystemExit, match="trained with --method cot, not coconut"):
         run(mini_dir, tmp_path / "cot", "--num_epochs", "2", "--resume")
