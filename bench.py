@@ -13,9 +13,7 @@ Ratios, not seconds: machines are noisy, ratios hold.
 """
 
 import argparse
-import json
 import os
-import resource
 import subprocess
 import sys
 import time

@@ -28,6 +28,21 @@ def lm_loss(logits, labels):
                            ignore_index=-100)
 
 
+def with_defaults(input_ids, attention_mask, position_ids):
+    """An all-ones mask and positions 0..T-1 where none are given (unpadded rows)."""
+    B, T = input_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if position_ids is None:
+        position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+    return attention_mask, position_ids
+
+
+def last_real_column(attention_mask):
+    """Each row's last unpadded column: where its prompt ends, whichever side it was padded on."""
+    return attention_mask.shape[1] - 1 - attention_mask.flip(1).long().argmax(1)
+
+
 class Coconut(nn.Module):
     def __init__(self, model, latent_id, start_id, end_id, eos_id, pause_as_thought=False, stop_classifier=False):
         super().__init__()
@@ -49,11 +64,8 @@ class Coconut(nn.Module):
         finished, the other rows their own token's embedding. With the collator's alignment (first thought in
         the same column everywhere) n thoughts give exactly n+1 passes, as in the reference.
         """
-        B, T = input_ids.shape
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+        T = input_ids.shape[1]
+        attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
         embeds = self.model.embed(input_ids)
         is_thought = input_ids == self.latent_id
         columns = [] if self.pause_as_thought else torch.nonzero(is_thought.any(0)).flatten().tolist()
@@ -109,15 +121,10 @@ class Coconut(nn.Module):
         at eos (not counted in its length, not written) or after max_new_tokens.
         Returns Generation(tokens (B, max_new_tokens) eos-filled, lengths (B,), n_passes forward passes).
         """
-        B, T = input_ids.shape
-        device = input_ids.device
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(T, device=device).expand(B, T)
+        B, device = input_ids.shape[0], input_ids.device
+        attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
         out = self.run_thoughts(input_ids, attention_mask, position_ids)
-        rows = torch.arange(B, device=device)
-        last = T - 1 - attention_mask.flip(1).long().argmax(1)  # column of each row's last real token
+        rows, last = torch.arange(B, device=device), last_real_column(attention_mask)
         next_logits = self.model.lm_head(out.hidden[rows, last])
         next_pos = position_ids[rows, last] + 1
         past_kv, n_passes = out.past_kv, out.n_passes
@@ -149,15 +156,10 @@ class Coconut(nn.Module):
         """
         if self.stop_head is None:
             raise ValueError("generate_adaptive needs Coconut(..., stop_classifier=True) and a trained stop head")
-        B, T = input_ids.shape
-        device = input_ids.device
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(T, device=device).expand(B, T)
+        B, device = input_ids.shape[0], input_ids.device
+        attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
         out = self.model(input_ids, position_ids=position_ids, attention_mask=attention_mask, with_logits=False)
-        rows = torch.arange(B, device=device)
-        last = T - 1 - attention_mask.flip(1).long().argmax(1)
+        rows, last = torch.arange(B, device=device), last_real_column(attention_mask)
         h, pos, past_kv, n_passes = out.hidden[rows, last], position_ids[rows, last] + 1, out.past_kv, 1
         thinking = torch.ones(B, dtype=torch.bool, device=device)
         n_thoughts = torch.zeros(B, dtype=torch.long, device=device)

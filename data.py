@@ -443,7 +443,7 @@ def tokenize_record(tok, r):
             "answer": tok.encode("### " + r["answer"]) + [EOS_ID]}
 
 
-def layout(n_steps, stage, method, c, max_latent_stage, pad_latent_to_max, icot_tokens_per_stage=0):
+def layout(n_steps, stage, method, c, max_latent_stage, pad_latent_to_max):
     """What stage `stage` does to a sample with n_steps steps: (steps dropped, thoughts, markers?)."""
     if method == "cot":
         return 0, 0, False
@@ -482,6 +482,8 @@ def build_prompt(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_m
     steps = sample["steps"]
     _, n_thoughts, markers = layout(len(steps), stage, method, c, max_latent_stage, pad_latent_to_max)
     if method in ("coconut", "pause-as-thought", "no-curriculum") and not pad_latent_to_max:
+        # the reference's prompts (get_question_latent_dataset) cap thoughts at the sample's own step count
+        # even before the last stage, where its training sequences do not
         n_thoughts = min(n_thoughts, len(steps) * c)
     ids = sample["question"] + ([START_LATENT_ID] if markers else []) + [LATENT_ID] * n_thoughts + (
         [END_LATENT_ID] if markers else [])

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 
 import torch

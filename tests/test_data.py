@@ -2,10 +2,8 @@
 
 import json
 import random
-import statistics
 
 import pytest
-import torch
 
 from conftest import shared_file
 import data

@@ -6,7 +6,6 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_gpt
 import data
 import eval as ev
 import train

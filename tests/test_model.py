@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_gpt
-from model import GPT, GPTConfig, read_safetensors, write_safetensors, build_attn_mask
+from model import GPT, read_safetensors, write_safetensors, build_attn_mask
 
 
 def test_token_ids_alone_give_logits_for_every_position():
