@@ -336,8 +336,11 @@ def prontoqa_sample(rng, hops=5, n_branches=6):
     props = rng.sample(PRONTOQA_PROPERTIES, hops + n_branches + 1)
     entity = rng.choice(PERSON_NAMES)
 
+    def an(x):  # the official generator writes "an impus"
+        return ("an " if x[0] in "aeiou" else "a ") + x
+
     def isa(a, b):
-        return rng.choice([f"Every {a} is a {b}.", f"Each {a} is a {b}.", f"{a.capitalize()}es are {b}es."])
+        return rng.choice([f"Every {a} is {an(b)}.", f"Each {a} is {an(b)}.", f"{a.capitalize()}es are {b}es."])
 
     def has(a, p, neg):
         n = "not " if neg else ""
@@ -359,11 +362,11 @@ def prontoqa_sample(rng, hops=5, n_branches=6):
     rules[(opposite, final_prop)] = has(opposite, final_prop, not final_neg)
     statements = list(rules.values())
     rng.shuffle(statements)
-    facts = [f"{entity} is a {chain[0]}.", f"{entity} is a {decoy}."]
+    facts = [f"{entity} is {an(chain[0])}.", f"{entity} is {an(decoy)}."]
     rng.shuffle(facts)
-    cot = [f"{entity} is a {chain[0]}."]
+    cot = [f"{entity} is {an(chain[0])}."]
     for i in range(hops - 1):
-        cot += [rules[(chain[i], chain[i + 1])], f"{entity} is a {chain[i + 1]}."]
+        cot += [rules[(chain[i], chain[i + 1])], f"{entity} is {an(chain[i + 1])}."]
     cot += [rules[(chain[-1], final_prop)], f"{entity} is {'not ' if final_neg else ''}{final_prop}."]
     query_neg = rng.random() < 0.5
     return {"test_example": {

@@ -192,6 +192,9 @@ def test_prontoqa_generator_matches_the_official_sample():
         assert all(e["question"].count(". ") + 1 == 25 for e in ex), name
         assert all(e["query"].startswith("True or false: ") for e in ex), name
         assert 0.45 < sum(e["answer"] == "True" for e in ex) / len(ex) < 0.55, name
+    for name, ex in (("official", official), ("ours", ours)):  # "an impus", never "a impus"
+        text = " ".join(e["question"] + " " + " ".join(e["chain_of_thought"]) for e in ex)
+        assert "is an impus" in text and "is a impus" not in text, name
     for e in ours:  # each rule in the chain of thought is stated in the question
         assert all(s in e["question"] for s in e["chain_of_thought"][1::2])
         final = e["chain_of_thought"][-1]
