@@ -300,14 +300,19 @@ def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
     return out
 
 
+def children_of(record):
+    """A ProsQA record's graph as adjacency lists: children[p] lists every c with an edge p -> c ("p is a c")."""
+    children = [[] for _ in record["idx_to_symbol"]]
+    for p, c in record["edges"]:
+        children[p].append(c)
+    return children
+
+
 def graph_statistics(records):
     """Mean nodes, edges, shortest-path length and number of shortest paths (root -> target)."""
     stats = {"nodes": [], "edges": [], "path": [], "n_paths": []}
     for r in records:
-        children = [[] for _ in r["idx_to_symbol"]]
-        for p, c in r["edges"]:
-            children[p].append(c)
-        dist, count = bfs(children, r["root"])
+        dist, count = bfs(children_of(r), r["root"])
         stats["nodes"].append(len(r["idx_to_symbol"]))
         stats["edges"].append(len(r["edges"]))
         stats["path"].append(dist[r["target"]])

@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import time
-from collections import Counter, deque
+from collections import Counter
 
 import torch
 
@@ -34,9 +34,7 @@ def classify(record, text, n_latents=0):
     """
     sym = record["idx_to_symbol"]
     index = {s: i for i, s in enumerate(sym)}
-    children = {i: set() for i in range(len(sym))}
-    for p, c in record["edges"]:
-        children[p].add(c)
+    children = data.children_of(record)
     root, target = record["root"], record["target"]
     written = text.split("#")[0].strip()
     answer = answer_of(text)
@@ -44,9 +42,9 @@ def classify(record, text, n_latents=0):
         return "Correct Label" if answer == record["answer"] else "Incorrect Label"
     steps = [s.strip() + "." for s in written.replace("\n", " ").split(".") if s.strip()]
     chain = []  # node indices: [start, next, ...]
-    for k, st in enumerate(steps):
+    for i, st in enumerate(steps):
         w = st[:-1].split()
-        if len(w) == 4 and w[1:3] == ["is", "a"] and w[0] == sym[root] and k == 0:
+        if len(w) == 4 and w[1:3] == ["is", "a"] and w[0] == sym[root] and i == 0:
             src, dst = root, w[3]
         elif len(w) == 5 and w[0] == "Every" and w[2:4] == ["is", "a"]:
             src, dst = w[1], w[4]
@@ -63,7 +61,7 @@ def classify(record, text, n_latents=0):
             chain.append(src)
         chain.append(index[dst])
     start, end = chain[0], chain[-1]
-    reach = bfs_dist(children, root)
+    reach = data.bfs(children, root)[0]
     if start != root and (start not in reach or n_latents == 0):
         return "Hallucination"
     if end != target:
@@ -71,17 +69,6 @@ def classify(record, text, n_latents=0):
     shortest = reach[target]
     length = reach[start] + len(chain) - 1  # thoughts cover root -> start
     return "Correct Path" if length == shortest else "Longer Path"
-
-
-def bfs_dist(children, source):
-    dist, queue = {source: 0}, deque([source])
-    while queue:
-        u = queue.popleft()
-        for v in children[u]:
-            if v not in dist:
-                dist[v] = dist[u] + 1
-                queue.append(v)
-    return dist
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -96,10 +83,7 @@ def frontier_values(coconut, tok, record, sample, k, device):
     a frontier node it must name). Returns {node: value}.
     """
     sym = record["idx_to_symbol"]
-    children = {i: [] for i in range(len(sym))}
-    for p, c in record["edges"]:
-        children[p].append(c)
-    dist = bfs_dist(children, record["root"])
+    dist = data.bfs(data.children_of(record), record["root"])[0]
     frontier = [n for n, d in dist.items() if d == k]
     prompt = sample["question"] + [data.START_LATENT_ID] + [data.LATENT_ID] * k + [data.END_LATENT_ID]
     lead = tok.encode(f"{sym[record['root']]} is a" if k == 0 else "Every")
@@ -127,9 +111,7 @@ def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
 def node_height(record):
     """Shortest distance to a leaf (the paper defines height inconsistently; this is our reading)."""
     n = len(record["idx_to_symbol"])
-    children = {i: [] for i in range(n)}
-    for p, c in record["edges"]:
-        children[p].append(c)
+    children = data.children_of(record)
     height = {}
 
     def h(u):
@@ -224,10 +206,8 @@ def main(argv=None):
                 per_q = []
                 for r, s in zip(records, samples):
                     values, dist = frontier_values(coconut, tok, r, s, k, device)
-                    children = {i: [] for i in range(len(r["idx_to_symbol"]))}
-                    for a, b in r["edges"]:
-                        children[a].append(b)
-                    on_path = {n for n in values if r["target"] in bfs_dist(children, n)}
+                    children = data.children_of(r)
+                    on_path = {n for n in values if r["target"] in data.bfs(children, n)[0]}
                     heights = node_height(r)
                     per_q.append({"values": sorted(values.values(), reverse=True),
                                   "on_path": [values[n] for n in on_path],
