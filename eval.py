@@ -124,12 +124,12 @@ def node_height(record):
 # ----------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def run_eval(coconut, meta, records, samples, device, max_new_tokens, batch_size, latents=None):
+def run_eval(coconut, meta, records, samples, device, max_new_tokens, batch_size, latents=None, bf16=True):
     """Generate for every record; return per-record outputs and summary metrics."""
     t0, n_passes, outputs = time.time(), 0, []
     for i in range(0, len(samples), batch_size):
         texts, passes = generate_texts(coconut, samples[i:i + batch_size], meta["max_latent_stage"] + 1, meta,
-                                       device, max_new_tokens, latents)
+                                       device, max_new_tokens, latents, bf16)
         outputs += texts
         n_passes += passes
     seconds = time.time() - t0
@@ -171,7 +171,8 @@ def main(argv=None):
         records = data.load_records(data_path, graph)[: args.limit]
         samples = [data.tokenize_record(tok, r) for r in records]
         max_new = run_args["max_new_tokens"]
-        rows, summary = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size)
+        bf16 = run_args.get("bf16", 1)
+        rows, summary = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size, bf16=bf16)
         summaries[path] = {"method": meta["method"], **summary}
         print(f"{path}  [{meta['method']}, {os.path.basename(data_path)}]")
         print(f"  accuracy {summary['accuracy']:.3f}  CoT exact match {summary['cot_exact_match']:.3f}  "
@@ -195,7 +196,8 @@ def main(argv=None):
         if args.latents is not None and graph:
             sweep = {}
             for k in args.latents:
-                rows_k, summ_k = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size, latents=k)
+                rows_k, summ_k = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size, latents=k,
+                                          bf16=bf16)
                 classes = Counter(classify(r, row["output"], k) for r, row in zip(records, rows_k))
                 sweep[k] = {"accuracy": summ_k["accuracy"], **{o: classes[o] / len(records) for o in OUTCOMES}}
                 outcome_rows.append((f"{meta['method']} k={k}", summ_k["accuracy"], sweep[k]))

@@ -63,6 +63,7 @@ def get_args(argv=None):
     p.add_argument("--start_epoch", type=int, default=None,
                    help="first epoch to train; with --init_from it defaults to epochs_per_stage: the checkpoint "
                         "already is stage 0 (the paper's GSM8k recipe)")
+    p.add_argument("--bf16", type=int, default=1, help="bf16 autocast on CUDA (0: fp32, as the reference's configs)")
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best available)")
     p.add_argument("--data_dir", default=None, help="where <dataset>_{train,valid,test}.json live")
     p.add_argument("--train_size", type=int, default=None, help="use the first N training records")
@@ -75,6 +76,11 @@ def get_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop_after_epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
     return p.parse_args(argv)
+
+
+def autocast(device, bf16=True):
+    """bf16 autocast on CUDA (the default); a no-op on other devices or with --bf16 0."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda") and bool(bf16))
 
 
 def fail(msg):
@@ -222,7 +228,7 @@ def model_from_checkpoint(ckpt, device):
 
 
 @torch.no_grad()
-def generate_texts(coconut, samples, stage, meta, device, max_new_tokens, latents=None):
+def generate_texts(coconut, samples, stage, meta, device, max_new_tokens, latents=None, bf16=True):
     """Greedy outputs for tokenized samples, decoded as the method does at `stage`.
 
     latents=k forces k thoughts (the §5 analyses). Returns ([(text, new tokens)], forward passes).
@@ -238,7 +244,7 @@ def generate_texts(coconut, samples, stage, meta, device, max_new_tokens, latent
         prompts = [data.build_prompt(s, stage, meta["method"], meta["c"], meta["max_latent_stage"],
                                      bool(meta["pad_latent_to_max"])) for s in samples]
     batch = {k: v.to(device) for k, v in data.collate(prompts).items()}
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+    with autocast(device, bf16):
         if classifier:
             cap = min(stage, meta["max_latent_stage"]) * meta["c"]
             gen, _ = coconut.generate_adaptive(**batch, max_thoughts=cap, max_new_tokens=max_new_tokens)
@@ -263,7 +269,7 @@ def micro_batches(order, examples, args, world, rank):
 
 
 @torch.no_grad()
-def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, rank=0, autocast=None):
+def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, rank=0):
     """Validation loss and generation accuracy at `stage`, sharded over ranks and summed."""
     coconut.eval()
     meta = checkpoint_meta(args)
@@ -276,12 +282,13 @@ def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, ra
                                        bool(args.pad_latent_to_max), icot_tokens_per_stage=args.icot_tokens_per_stage)
                     for j in chunk]
         batch = {k: v.to(device) for k, v in data.collate(examples).items()}
-        with autocast():
+        with autocast(device, args.bf16):
             out = coconut(**batch, return_logits=False)
         scored = int((batch["labels"][:, 1:] != -100).sum())
         loss_sum += float(out.loss) * scored
         loss_n += scored
-        texts, _ = generate_texts(coconut, [valid_tok[j] for j in chunk], stage, meta, device, args.max_new_tokens)
+        texts, _ = generate_texts(coconut, [valid_tok[j] for j in chunk], stage, meta, device, args.max_new_tokens,
+                                  bf16=args.bf16)
         for (text, n_new), j in zip(texts, chunk):
             correct += answer_of(text) == valid_records[j]["answer"].replace(",", "").strip()
             n += 1
@@ -314,10 +321,7 @@ def main(argv=None):
     args = resolve(args, device, log)
     if args.batch_size % (args.micro_batch * world):
         fail(f"--batch_size {args.batch_size} is not a multiple of --micro_batch {args.micro_batch} x {world} processes")
-    use_bf16 = device.startswith("cuda")
-
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
+    use_bf16 = device.startswith("cuda") and bool(args.bf16)
 
     tok = data.Tokenizer()
     train_tok, valid_records, valid_tok = load_splits(args, tok, log)
@@ -340,6 +344,9 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
     start_epoch, best_acc, stage_of_optimizer, opt_state, optimizer = args.start_epoch, -1.0, None, None, None
+    if not args.resume and os.path.exists(last_path):
+        fail(f"{args.out_dir} already holds a run ({last_path}); pass --resume to continue it, or --out_dir for a "
+             "new one")
     if args.resume:
         if not os.path.exists(last_path):
             fail(f"--resume: {last_path} does not exist")
@@ -386,7 +393,7 @@ def main(argv=None):
                 batch = {key: v.to(device) for key, v in batch.items()}
                 sync = k == len(micro) - 1
                 ctx = model.no_sync() if ddp and not sync else torch.enable_grad()
-                with ctx, autocast():
+                with ctx, autocast(device, args.bf16):
                     out = model(**batch, return_logits=False)
                     (out.loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
                 loss_sum += float(out.loss.detach()) / len(micro)
@@ -396,7 +403,7 @@ def main(argv=None):
             elapsed = time.time() - t0
             bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", tok_s=f"{tokens * world / max(elapsed, 1e-9):.0f}")
         train_loss = loss_sum / n_steps
-        m = evaluate(coconut, valid_records, valid_tok, stage, args, device, world, rank, autocast)
+        m = evaluate(coconut, valid_records, valid_tok, stage, args, device, world, rank)
         m = {"epoch": epoch + 1, "stage": stage, "train_loss": train_loss, **m, "seconds": time.time() - t0}
         if rank == 0:
             log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {train_loss:.4f} | val loss {m['val_loss']:.4f} | "

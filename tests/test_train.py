@@ -135,6 +135,10 @@ def test_bad_files_and_checkpoints_are_named(mini_dir, tmp_path, monkeypatch):
         run(mini_dir, tmp_path / "cot", "--num_epochs", "2", "--resume")
     with pytest.raises(SystemExit, match="does not exist"):
         run(mini_dir, tmp_path / "never", "--resume")
+    before = (tmp_path / "cot" / "last.pt").read_bytes()
+    with pytest.raises(SystemExit, match="already holds a run"):  # a second run never overwrites the first
+        run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1")
+    assert (tmp_path / "cot" / "last.pt").read_bytes() == before
     with pytest.raises(SystemExit, match="vocabulary"):
         ckpt = torch.load(tmp_path / "cot" / "last.pt", weights_only=False)
         ckpt["model_config"]["vocab_size"] = 100
