@@ -424,6 +424,7 @@ def main(argv=None):
         if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
             break
     if ddp:
+        dist.barrier()  # rank 0 may still be saving; tearing gloo down under it aborts the other rank
         dist.destroy_process_group()
     return best_acc
 

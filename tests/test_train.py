@@ -85,11 +85,12 @@ def free_port():
 def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(mini_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     flags = TINY_FLAGS + ["--data_dir", mini_dir, "--num_epochs", "2"]
-    subprocess.run([sys.executable, "train.py", *flags, "--out_dir", str(tmp_path / "one")], cwd=ROOT, env=env,
-                   check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                    "127.0.0.1", "--master_port", str(free_port()), "train.py", *flags, "--out_dir",
-                    str(tmp_path / "two")], cwd=ROOT, env=env, check=True, capture_output=True)
+    for cmd, out in (([sys.executable, "train.py"], "one"),
+                     ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                       "127.0.0.1", "--master_port", str(free_port()), "train.py"], "two")):
+        done = subprocess.run(cmd + flags + ["--out_dir", str(tmp_path / out)], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
     one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)["model"]
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)["model"]
     for k in one:
