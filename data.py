@@ -255,17 +255,15 @@ def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
         dist, _ = bfs(children, 0)
         targets = [i for i in leaves if label[i] == 1 and path[0] <= dist.get(i, -1) <= path[1]]
         negatives = [i for i in leaves if label[i] == 2]
-        if targets and negatives:
+        people = [i for i in range(n) if not parents[i]]  # parentless nodes are people, the others concepts
+        names_suffice = len(people) <= len(PERSON_NAMES) and n - len(people) <= len(CONCEPT_NAMES)
+        if targets and negatives and names_suffice:
             break
     # The farthest target: the official path lengths (3: 41%, 4: 44%, 5: 12%, 6: 2%) sit above a random leaf's.
     far = max(dist[i] for i in targets)
     target, neg = rng.choice([i for i in targets if dist[i] == far]), rng.choice(negatives)
-    # Parentless nodes are people, the others concepts; names are unique within a graph.
-    people = [i for i in range(n) if not parents[i]]
-    names = rng.sample(PERSON_NAMES, len(people)) if len(people) <= len(PERSON_NAMES) else None
-    if names is None or n - len(people) > len(CONCEPT_NAMES):
-        return prosqa_sample(rng, nodes, path)
-    symbol = dict(zip(people, names))
+    # names are unique within a graph
+    symbol = dict(zip(people, rng.sample(PERSON_NAMES, len(people))))
     symbol.update(zip([i for i in range(n) if parents[i]], rng.sample(CONCEPT_NAMES, n - len(people))))
     idx_to_symbol = [symbol[i] for i in range(n)]
     edges = [[p, c] for c in range(n) for p in parents[c]]

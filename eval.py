@@ -15,7 +15,7 @@ from collections import Counter
 import torch
 
 import data
-from train import load_checkpoint, model_from_checkpoint, answer_of, pick_device, generate_texts
+from train import load_checkpoint, model_from_checkpoint, is_correct, pick_device, generate_texts
 
 OUTCOMES = ("Correct Label", "Incorrect Label", "Correct Path", "Longer Path", "Hallucination", "Wrong Target")
 
@@ -37,9 +37,8 @@ def classify(record, text, n_latents=0):
     children = data.children_of(record)
     root, target = record["root"], record["target"]
     written = text.split("#")[0].strip()
-    answer = answer_of(text)
     if not written:
-        return "Correct Label" if answer == record["answer"] else "Incorrect Label"
+        return "Correct Label" if is_correct(text, record["answer"]) else "Incorrect Label"
     steps = [s.strip() + "." for s in written.replace("\n", " ").split(".") if s.strip()]
     chain = []  # node indices: [start, next, ...]
     for i, st in enumerate(steps):
@@ -135,7 +134,7 @@ def run_eval(coconut, meta, records, samples, device, max_new_tokens, batch_size
     seconds = time.time() - t0
     rows = []
     for r, (text, n_new) in zip(records, outputs):
-        rows.append({"output": text, "correct": answer_of(text) == r["answer"].replace(",", "").strip(),
+        rows.append({"output": text, "correct": is_correct(text, r["answer"]),
                      "cot_match": text.split("#")[0].strip() == "\n".join(r["steps"]), "new_tokens": n_new})
     n = max(len(rows), 1)
     summary = {"n": len(rows), "accuracy": sum(r["correct"] for r in rows) / n,

@@ -124,6 +124,7 @@ def resolve(args, device, log):
     for k, v in recipe.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
+    args.generated_data = laptop
     if laptop:
         args.data_dir = (f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}"
                          f"-{args.train_size}")
@@ -155,7 +156,7 @@ def stage_for_epoch(epoch, args):
 
 
 def load_splits(args, tok, log):
-    if args.data_dir.startswith("data/prosqa-mini") and not os.path.exists(os.path.join(args.data_dir, "prosqa_test.json")):
+    if args.generated_data and not os.path.exists(os.path.join(args.data_dir, "prosqa_test.json")):
         sizes = {"train": args.train_size, "valid": args.val_size, "test": LAPTOP["test_size"]}
         for s, records in data.generate_prosqa(sizes, args.seed, tuple(args.nodes), tuple(args.path)).items():
             data.write_json_atomic(records, os.path.join(args.data_dir, f"prosqa_{s}.json"))
@@ -214,16 +215,20 @@ def load_checkpoint(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def model_from_checkpoint(ckpt, device):
-    """Rebuild exactly the model a checkpoint was trained as (used by eval.py and --init_from)."""
-    gpt = GPT(GPTConfig(**ckpt["model_config"]))
-    gpt.load_state_dict(ckpt["model"])
-    ids = ckpt["meta"]["special_ids"]
-    coconut = Coconut(gpt, ids["latent"], ids["start"], ids["end"], ids["eos"],
-                      pause_as_thought=ckpt["meta"]["method"] in PAUSE_METHODS,
-                      stop_classifier=ckpt["meta"].get("latent_stop") == "classifier")
+def load_weights(coconut, ckpt):
+    """Copy a checkpoint's GPT weights (and stop head, if the model has one) into `coconut`."""
+    coconut.model.load_state_dict(ckpt["model"])
     if coconut.stop_head is not None:
         coconut.stop_head.load_state_dict(ckpt["stop_head"])
+
+
+def model_from_checkpoint(ckpt, device):
+    """Rebuild exactly the model a checkpoint was trained as (used by eval.py)."""
+    ids = ckpt["meta"]["special_ids"]
+    coconut = Coconut(GPT(GPTConfig(**ckpt["model_config"])), ids["latent"], ids["start"], ids["end"], ids["eos"],
+                      pause_as_thought=ckpt["meta"]["method"] in PAUSE_METHODS,
+                      stop_classifier=ckpt["meta"].get("latent_stop") == "classifier")
+    load_weights(coconut, ckpt)
     return coconut.to(device)
 
 
@@ -290,7 +295,7 @@ def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, ra
         texts, _ = generate_texts(coconut, [valid_tok[j] for j in chunk], stage, meta, device, args.max_new_tokens,
                                   bf16=args.bf16)
         for (text, n_new), j in zip(texts, chunk):
-            correct += answer_of(text) == valid_records[j]["answer"].replace(",", "").strip()
+            correct += is_correct(text, valid_records[j]["answer"])
             n += 1
             new_tokens += n_new
     totals = torch.tensor([loss_sum, loss_n, correct, n, new_tokens], dtype=torch.float64, device=device)
@@ -303,6 +308,11 @@ def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, ra
 def answer_of(text):
     """The reference's answer extraction: the text after the last '#', commas removed."""
     return text.split("#")[-1].replace(",", "").strip()
+
+
+def is_correct(text, answer):
+    """The reference's accuracy: the extracted answer equals the record's, commas removed."""
+    return answer_of(text) == answer.replace(",", "").strip()
 
 
 def main(argv=None):
@@ -353,9 +363,7 @@ def main(argv=None):
         ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
         if ckpt["meta"]["method"] != args.method:
             fail(f"--resume: {last_path} was trained with --method {ckpt['meta']['method']}, not {args.method}")
-        coconut.model.load_state_dict(ckpt["model"])
-        if coconut.stop_head is not None:
-            coconut.stop_head.load_state_dict(ckpt["stop_head"])
+        load_weights(coconut, ckpt)
         start_epoch, best_acc, stage_of_optimizer, opt_state = ckpt["epoch"] + 1, ckpt["best_acc"], ckpt["stage"], ckpt["optimizer"]
     model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
     if rank == 0:
