@@ -143,19 +143,27 @@ def generated():
 
 def test_generator_matches_official_statistics(generated, prosqa):
     ours, official = data.graph_statistics(generated), data.graph_statistics(prosqa)
-    assert abs(ours["nodes"] - 22.8) < 0.5 and 17 <= ours["nodes_min"] and ours["nodes_max"] <= 28
-    assert abs(ours["edges"] - 36.3) < 1.5
-    assert abs(ours["path"] - official["path"]) < 0.25 and ours["path_min"] == 3 and ours["path_max"] == 6
+    for length, share in official["path_shares"].items():
+        assert abs(ours["path_shares"].get(length, 0) - share) <= 0.04, length
+    assert set(ours["path_shares"]) == set(official["path_shares"])
+    assert abs(ours["path"] - official["path"]) <= 0.1
+    assert abs(ours["nodes"] - official["nodes"]) < 0.5
+    assert (ours["nodes_min"], ours["nodes_max"]) == (official["nodes_min"], official["nodes_max"])
+    assert abs(ours["edges"] - official["edges"]) < 1.5
     assert abs(ours["n_paths"] - official["n_paths"]) < 0.15
 
 
 def test_every_generated_record_is_a_sound_problem(generated):
-    for r in generated:
-        children = {i: [] for i in range(len(r["idx_to_symbol"]))}
-        for p, c in r["edges"]:
-            children[p].append(c)
+    mini = data.generate_prosqa({"train": 500}, seed=0, nodes=(6, 9), path=(2, 3))["train"]
+    for r in generated + mini:
+        children = data.children_of(r)
+        parents = {c for _, c in r["edges"]}
         dist, _ = data.bfs(children, r["root"])
-        assert r["target"] in dist and r["neg_target"] not in dist
+        other = data.bfs(children, 1 - r["root"])[0]  # the other of the two first people
+        assert r["root"] in (0, 1) and r["root"] not in parents
+        assert r["target"] in dist and r["neg_target"] not in dist and r["neg_target"] in other
+        assert r["target"] not in other  # only the entity reaches the target
+        assert r["target"] in parents and r["neg_target"] in parents  # options are concepts, never people
         assert not children[r["target"]] and not children[r["neg_target"]]
         assert len(r["steps"]) == dist[r["target"]]  # a shortest path
         sym = r["idx_to_symbol"]
@@ -169,12 +177,70 @@ def test_every_generated_record_is_a_sound_problem(generated):
         assert r["question"].endswith("?") and sym[r["target"]] in r["question"].split("Is ")[-1]
 
 
+def test_the_entity_is_the_person_with_the_farther_target(generated):
+    """The official splits ask about whichever of the two people has the farther eligible target."""
+    def farthest_target(r, person):
+        children = data.children_of(r)
+        dist, other = data.bfs(children, person)[0], data.bfs(children, 1 - person)[0]
+        concepts = {c for _, c in r["edges"]}
+        return max((d for n, d in dist.items() if not children[n] and n not in other and n in concepts), default=-1)
+    for r in generated:
+        assert farthest_target(r, r["root"]) == len(r["steps"]) >= farthest_target(r, 1 - r["root"])
+
+
 def test_generator_is_deterministic_and_splits_disjoint():
     a = data.generate_prosqa({"train": 50, "valid": 20, "test": 20}, seed=3)
     b = data.generate_prosqa({"train": 50, "valid": 20, "test": 20}, seed=3)
     assert a == b
     qs = [r["question"] for s in a.values() for r in s]
     assert len(qs) == len(set(qs)) == 90
+
+
+def chain_record(length):
+    """Tom -> c1 -> ... -> c<length> (the target); Bob -> n (the negative)."""
+    names = ["Tom", "Bob"] + [f"c{i}" for i in range(1, length + 1)] + ["n"]
+    edges = [[0, 2]] + [[i, i + 1] for i in range(2, length + 1)] + [[1, length + 2]]
+    steps = [f"Tom is a c1."] + [f"Every c{i} is a c{i + 1}." for i in range(1, length)]
+    return {"question": "...", "steps": steps, "answer": f"Tom is a c{length}.", "idx_to_symbol": names,
+            "edges": edges, "root": 0, "target": length + 1, "neg_target": length + 2}
+
+
+def test_stats_command_prints_the_histogram_of_any_file(tmp_path, capsys):
+    path = tmp_path / "three.json"
+    path.write_text(json.dumps([chain_record(1), chain_record(2), chain_record(2)]))
+    data.main(["prosqa", "--stats", str(path)])
+    header, rule, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split(" | ")[-2:] == ["1 steps", "2 steps |"]
+    # nodes 4, 5, 5; edges 2, 3, 3; paths 1, 2, 2; one shortest path each
+    assert row == f"| {path} | 3 | 4.67 (4-5) | 2.67 (2-3) | 1.67 (1-2) | 1.00 (1-1) | 33.3 % | 66.7 % |"
+
+
+def test_generate_prints_the_statistics_of_what_it_wrote(tmp_path, capsys):
+    data.main(["prosqa", "--generate", "--out", str(tmp_path), "--nodes", "6", "9", "--path", "2", "3",
+               "--train", "30", "--valid", "5", "--test", "5"])
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    for s, row in zip(("train", "valid", "test"), rows):
+        records = load_records(str(tmp_path / f"prosqa_{s}.json"), graph=True)
+        expected = data.statistics_table([(str(tmp_path / f"prosqa_{s}.json"), data.graph_statistics(records))])
+        assert row.split(" | ")[:6] == expected.splitlines()[2].split(" | ")[:6]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--nodes", "4", "5"], "--nodes 4 5: MIN must be at most MAX, at least 6"),
+    (["--nodes", "9", "8"], "--nodes 9 8"),
+    (["--path", "0", "3"], "--path 0 3: MIN must be at least 1"),
+    (["--train", "0"], "--train 0: a split holds at least 1 record"),
+])
+def test_impossible_generator_flags_are_named(tmp_path, flags, message):
+    with pytest.raises(DataError, match=message):
+        data.main(["prosqa", "--generate", "--out", str(tmp_path), *flags])
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_range_no_graph_can_meet_stops_instead_of_looping():
+    # 5 steps need 8 nodes: the entity, 5 concepts, the other person and a negative
+    with pytest.raises(DataError, match="no graph of 6-6 nodes had a target 5-5 steps away in 10,000 draws"):
+        data.generate_prosqa({"train": 1}, nodes=(6, 6), path=(5, 5))
 
 
 def test_generator_scale_flags_make_a_mini_prosqa():
