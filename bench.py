@@ -22,7 +22,9 @@ import torch
 
 import data
 from coconut import Coconut
-from model import GPT, GPTConfig, EOS_ID, LATENT_ID, START_LATENT_ID, END_LATENT_ID
+from model import GPT, GPTConfig
+
+EOS_ID, START_LATENT_ID, END_LATENT_ID, LATENT_ID = data.GPT2_SPECIAL
 
 SHAPES = {"tiny": dict(n_layer=4, n_head=4, n_embd=128), "gpt2-124M": dict(n_layer=12, n_head=12, n_embd=768)}
 
@@ -30,7 +32,7 @@ SHAPES = {"tiny": dict(n_layer=4, n_head=4, n_embd=128), "gpt2-124M": dict(n_lay
 def make_model(shape, device, pause=False):
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(vocab_size=EOS_ID + 1, **SHAPES[shape]))
-    gpt.add_token_rows(3)
+    gpt.add_token_rows(3, init_from=data.GPT2_INIT_ID)
     return Coconut(gpt, LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID, pause_as_thought=pause).to(device)
 
 
@@ -110,13 +112,18 @@ def generated():
     return data.generate_prosqa({"valid": 64}, seed=0)["valid"]
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--questions", type=int, default=64)
     p.add_argument("--max_new_tokens", type=int, default=32)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    for flag in ("questions", "max_new_tokens"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"error: --{flag} {getattr(args, flag)}: must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: CUDA is not available")
     torch.manual_seed(0)
     path = prosqa_path()
     records = data.load_records(path) if path else generated()

@@ -13,14 +13,13 @@ import json
 import math
 import os
 import random
+import re
 import sys
-from collections import deque
+import urllib.request
+from collections import deque, namedtuple
 
 import torch
 
-from model import EOS_ID, LATENT_ID, START_LATENT_ID, END_LATENT_ID, download
-
-SPECIAL_TOKENS = {START_LATENT_ID: "<|start-latent|>", END_LATENT_ID: "<|end-latent|>", LATENT_ID: "<|latent|>"}
 METHODS = ("coconut", "cot", "no-cot", "pause", "icot", "no-thought", "pause-as-thought", "no-curriculum")
 DATASETS = ("prosqa", "prontoqa", "gsm8k")
 SPLITS = ("train", "valid", "test")
@@ -41,40 +40,126 @@ class DataError(ValueError):
     """A file or record that cannot be used; the message names the file, record and field."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `error: ...`, like every other bad input (no usage dump)."""
+
+    def error(self, message):
+        raise SystemExit(f"error: {message}")
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Tokenizer: tiktoken's GPT-2 BPE plus the three Coconut ids.
+# Vocabularies: text <-> the rows of the model's embedding, and where the three Coconut tokens sit.
+
+Special = namedtuple("Special", ["eos", "start", "end", "latent"])
+# GPT-2's 50,257 rows, then <|start-latent|>, <|end-latent|>, <|latent|> (the reference's ids)
+GPT2_SPECIAL = Special(eos=50256, start=50257, end=50258, latent=50259)
+EOS_ID, START_LATENT_ID, END_LATENT_ID, LATENT_ID = GPT2_SPECIAL
+GPT2_INIT_ID = 16791  # "<<": the reference starts the three new rows as copies of it "to stabilise training"
+SPECIAL_NAMES = ("<|endoftext|>", "<|start-latent|>", "<|end-latent|>", "<|latent|>")
+VOCABS = ("gpt2", "bpe", "words")
+# GPT-2's pre-tokenizer: the "words" its BPE never merges across (a leading space belongs to the word)
+WORD_PATTERN = re.compile(r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
+
+
+def gpt2_encoding():
+    import tiktoken
+    repo_cache = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shared", "tiktoken")
+    if "TIKTOKEN_CACHE_DIR" not in os.environ and os.path.isdir(repo_cache):
+        os.environ["TIKTOKEN_CACHE_DIR"] = repo_cache
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # tiktoken fetches the BPE file on first use
+        raise RuntimeError("could not load GPT-2's BPE (tiktoken 'gpt2'); offline, point TIKTOKEN_CACHE_DIR "
+                           f"at a folder holding tiktoken's cached files ({e})") from e
+
 
 class Tokenizer:
-    eos_id = EOS_ID
+    """Text -> row ids of the model's embedding, and back. One of three vocabularies (`kind`):
 
-    def __init__(self):
-        import tiktoken
-        repo_cache = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shared", "tiktoken")
-        if "TIKTOKEN_CACHE_DIR" not in os.environ and os.path.isdir(repo_cache):
-            os.environ["TIKTOKEN_CACHE_DIR"] = repo_cache
-        try:
-            self.enc = tiktoken.get_encoding("gpt2")
-        except Exception as e:  # tiktoken fetches the BPE file on first use
-            raise RuntimeError("could not load GPT-2's BPE (tiktoken 'gpt2'); offline, point TIKTOKEN_CACHE_DIR "
-                               f"at a folder holding tiktoken's cached files ({e})") from e
+    - "gpt2": GPT-2's BPE ids as released, then the three Coconut tokens: 50,260 rows (a pretrained GPT-2).
+    - "bpe": the same BPE pieces, but a row only for those in `pieces` (the GPT-2 ids of the dataset). A
+      128-wide model from scratch spends most of its compute on a 50,257-row output head; ProsQA uses ~100.
+    - "words": one row per word of GPT-2's pre-tokenizer (" shumpus", ".", "\n"), so every name is one token
+      and a ProsQA-mini question 53 tokens instead of 81.
+    A compact vocabulary lists its pieces, then eos and the three Coconut tokens, in GPT-2's order. The
+    model, the thought loop and the curriculum only see row ids; `state()` goes into checkpoints.
+    """
+
+    def __init__(self, kind="gpt2", pieces=None):
+        if kind not in VOCABS:
+            raise DataError(f"vocabulary {kind!r}: expected one of {', '.join(VOCABS)}")
+        self.kind = kind
+        self.enc = gpt2_encoding() if kind != "words" else None
+        if kind == "gpt2":
+            self.pieces, self.special = None, GPT2_SPECIAL
+            self.vocab_size = GPT2_SPECIAL.latent + 1
+            return
+        self.pieces = list(pieces)
+        n = len(self.pieces)
+        self.special = Special(n, n + 1, n + 2, n + 3)
+        self.vocab_size = n + 4
+        self.row_of = {p: i for i, p in enumerate(self.pieces)}
+
+    @classmethod
+    def build(cls, kind, texts):
+        """The vocabulary of `texts`: GPT-2's as it is, or a row for each BPE id / word they use."""
+        if kind == "gpt2":
+            return cls("gpt2")
+        if kind == "bpe":
+            enc = gpt2_encoding()
+            return cls("bpe", sorted({i for t in texts for i in enc.encode_ordinary(t)}))
+        return cls("words", sorted({w for t in texts for w in WORD_PATTERN.findall(t)}))
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(state["kind"], state.get("pieces"))
+
+    def state(self):
+        return {"kind": self.kind, "pieces": self.pieces}
+
+    @property
+    def eos_id(self):
+        return self.special.eos
+
+    @property
+    def init_row(self):
+        """The row the new Coconut rows copy: "<<" where the vocabulary has it, else eos."""
+        if self.kind == "gpt2":
+            return GPT2_INIT_ID
+        return self.row_of.get(GPT2_INIT_ID if self.kind == "bpe" else "<<", self.special.eos)
 
     def encode(self, text):
-        return self.enc.encode_ordinary(text)
+        if self.kind == "gpt2":
+            return self.enc.encode_ordinary(text)
+        units = self.enc.encode_ordinary(text) if self.kind == "bpe" else WORD_PATTERN.findall(text)
+        try:
+            return [self.row_of[u] for u in units]
+        except KeyError as e:
+            unit = self.enc.decode([e.args[0]]) if self.kind == "bpe" else e.args[0]
+            raise DataError(f"{unit!r} has no row in this {self.kind} vocabulary (built from the dataset the model "
+                            f"was trained on): in {text[:60]!r}") from None
 
     def decode(self, ids, skip_special=False):
-        """Readable text; Coconut's ids shown by name (or dropped, like eos, with skip_special)."""
+        """Readable text; Coconut's tokens and eos shown by name (or dropped with skip_special)."""
         out, run = [], []
-        for i in list(ids):
+        for i in ids:
             i = int(i)
-            if i in SPECIAL_TOKENS or i == EOS_ID:
-                out.append(self.enc.decode(run))
+            if i in self.special:
+                out.append(self._decode_run(run))
                 run = []
                 if not skip_special:
-                    out.append(SPECIAL_TOKENS.get(i, "<|endoftext|>"))
+                    out.append(SPECIAL_NAMES[self.special.index(i)])
             else:
                 run.append(i)
-        out.append(self.enc.decode(run))
+        out.append(self._decode_run(run))
         return "".join(out)
+
+    def _decode_run(self, rows):
+        if self.kind == "gpt2":
+            return self.enc.decode(rows)
+        if self.kind == "bpe":
+            return self.enc.decode([self.pieces[r] for r in rows])
+        return "".join(self.pieces[r] for r in rows)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -443,6 +528,25 @@ def generate_prontoqa_raw(n, seed=0):
     return {f"example{i + 1}": prontoqa_sample(rng) for i in range(n)}
 
 
+def download(url, path):
+    """Download to path + '.part' with a progress bar, then rename: a broken download leaves no file."""
+    from tqdm import tqdm
+    tmp = path + ".part"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(path)) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise ConnectionError(f"could not download {url}: {e}") from e
+    return path
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Finding a dataset's splits: local files, else the pinned download, else (where one exists) our generator.
 
@@ -501,11 +605,15 @@ def ensure_dataset(name, data_dir="data", notice=print):
 # ----------------------------------------------------------------------------------------------------------
 # Token sequences for each method and stage (the reference's dataset.py rules).
 
+def record_texts(r):
+    """The texts a record is tokenized as (the reference's layout)."""
+    return [r["question"] + "\n", *(s + "\n" for s in r["steps"]), "### " + r["answer"]]
+
+
 def tokenize_record(tok, r):
     """The parts tokenized separately; concatenated they equal the whole text's tokens (checked in tests)."""
-    return {"question": tok.encode(r["question"] + "\n"),
-            "steps": [tok.encode(s + "\n") for s in r["steps"]],
-            "answer": tok.encode("### " + r["answer"]) + [EOS_ID]}
+    question, *steps, answer = (tok.encode(t) for t in record_texts(r))
+    return {"question": question, "steps": steps, "answer": answer + [tok.eos_id]}
 
 
 def layout(n_steps, stage, method, c, max_latent_stage, pad_latent_to_max):
@@ -526,8 +634,14 @@ def layout(n_steps, stage, method, c, max_latent_stage, pad_latent_to_max):
     return drop, thoughts * c, True  # coconut, pause-as-thought, no-curriculum
 
 
+def thought_prefix(sample, n_thoughts, markers, special):
+    """The question, then <bot>, n thoughts, <eot> (without markers: the thought slots alone)."""
+    return sample["question"] + ([special.start] if markers else []) + [special.latent] * n_thoughts + (
+        [special.end] if markers else [])
+
+
 def build_example(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_max=True, rng=None,
-                  uniform_prob=0.0, icot_tokens_per_stage=8):
+                  uniform_prob=0.0, icot_tokens_per_stage=8, special=GPT2_SPECIAL):
     """input_ids and labels for training; labels -100 on question, markers and thoughts."""
     steps = sample["steps"]
     if rng is not None and uniform_prob > 0 and rng.random() < uniform_prob:
@@ -536,13 +650,12 @@ def build_example(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_
     kept = [t for s in steps[drop:] for t in s]
     if method == "icot":  # implicit CoT: reasoning tokens removed from the front, a fixed number per stage
         kept = kept[min(stage * icot_tokens_per_stage, len(kept)):]
-    prefix = sample["question"] + ([START_LATENT_ID] if markers else []) + [LATENT_ID] * n_thoughts + (
-        [END_LATENT_ID] if markers else [])
+    prefix = thought_prefix(sample, n_thoughts, markers, special)
     target = kept + sample["answer"]
     return {"input_ids": prefix + target, "labels": [-100] * len(prefix) + target}
 
 
-def build_prompt(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_max=True):
+def build_prompt(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_max=True, special=GPT2_SPECIAL):
     """The evaluation prompt: the question, then whatever the method puts before the written part."""
     steps = sample["steps"]
     _, n_thoughts, markers = layout(len(steps), stage, method, c, max_latent_stage, pad_latent_to_max)
@@ -550,9 +663,7 @@ def build_prompt(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_m
         # the reference's prompts (get_question_latent_dataset) cap thoughts at the sample's own step count
         # even before the last stage, where its training sequences do not
         n_thoughts = min(n_thoughts, len(steps) * c)
-    ids = sample["question"] + ([START_LATENT_ID] if markers else []) + [LATENT_ID] * n_thoughts + (
-        [END_LATENT_ID] if markers else [])
-    return {"input_ids": ids}
+    return {"input_ids": thought_prefix(sample, n_thoughts, markers, special)}
 
 
 def collate(examples, pad_id=EOS_ID, latent_id=LATENT_ID):
@@ -592,7 +703,7 @@ def check_generator_flags(nodes, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=DATASETS)
     p.add_argument("--generate", action="store_true", help="write splits from our generator")
     p.add_argument("--stats", nargs="+", metavar="FILE", help="prosqa: graph statistics of files in the reference "

@@ -9,19 +9,145 @@
 import argparse
 import json
 import os
+import pickle
 import time
+import zipfile
 from collections import Counter
 
 import torch
 
 import data
-from train import load_checkpoint, model_from_checkpoint, is_correct, pick_device, generate_texts
+from coconut import Coconut
+from model import GPT, GPTConfig
 
-OUTCOMES = ("Correct Label", "Incorrect Label", "Correct Path", "Longer Path", "Hallucination", "Wrong Target")
+PAUSE_METHODS = ("pause", "pause-as-thought")  # thought slots keep the <|latent|> embedding
+CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
+
+
+def fail(msg):
+    raise SystemExit(f"error: {msg}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What training and evaluation share: the device, checkpoints, greedy generation and the answer check.
+# (train.py imports these; this file imports nothing from train.py.)
+
+def pick_device(requested):
+    if requested:
+        if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
+            fail(f"--device {requested}: expected cpu, cuda, cuda:N or mps")
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            fail(f"--device {requested}: CUDA is not available")
+        if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            fail("--device mps: MPS is not available")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def autocast(device, bf16=True):
+    """bf16 autocast on CUDA (the default); a no-op on other devices or with --bf16 0."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda") and bool(bf16))
+
+
+def checkpoint_path(path):
+    """A .pt file, or a run folder (its best.pt, else last.pt)."""
+    if os.path.isdir(path):
+        for name in ("best.pt", "last.pt"):
+            if os.path.exists(os.path.join(path, name)):
+                return os.path.join(path, name)
+        fail(f"{path}: no best.pt or last.pt in this folder")
+    if not os.path.exists(path):
+        fail(f"{path}: no such checkpoint")
+    return path
+
+
+def load_checkpoint(path):
+    """A checkpoint of train.py as a dict, read with weights_only=True: a file that would need to run code to
+    load (any pickled object beyond tensors, numbers, strings, lists and dicts) is refused, never executed."""
+    path = checkpoint_path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # a torch.save archive whose pickle names a forbidden global, or garbage
+        if "Unsupported global" in str(e) or zipfile.is_zipfile(path):
+            fail(f"{path}: refused: it holds pickled Python objects that could run code when loaded; our "
+                 "checkpoints hold only tensors, numbers, strings, lists and dicts")
+        fail(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})")
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        fail(f"{path}: truncated or corrupt, not a readable checkpoint ({str(e).splitlines()[0]})")
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        fail(f"{path}: not a checkpoint written by train.py (no {', '.join(repr(k) for k in missing)})")
+    ckpt["path"] = path
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, device):
+    """Rebuild exactly the model and vocabulary a checkpoint was trained with -> (Coconut, Tokenizer)."""
+    tok = data.Tokenizer.from_state(ckpt["vocab"])
+    config = GPTConfig(**ckpt["model_config"])
+    if config.vocab_size != tok.vocab_size:
+        fail(f"{ckpt['path']}: a model of {config.vocab_size} rows with a vocabulary of {tok.vocab_size}")
+    s, meta = tok.special, ckpt["meta"]
+    coconut = Coconut(GPT(config), s.latent, s.start, s.end, s.eos, pause_as_thought=meta["method"] in PAUSE_METHODS,
+                      stop_classifier=meta.get("latent_stop") == "classifier")
+    load_weights(coconut, ckpt)
+    return coconut.to(device), tok
+
+
+def load_weights(coconut, ckpt):
+    """Copy a checkpoint's GPT weights (and stop head, if the model has one) into `coconut`."""
+    try:
+        coconut.model.load_state_dict(ckpt["model"])
+        if coconut.stop_head is not None:
+            coconut.stop_head.load_state_dict(ckpt["stop_head"])
+    except (RuntimeError, KeyError) as e:
+        fail(f"{ckpt['path']}: its weights do not fit the model it describes ({str(e).splitlines()[0]})")
+
+
+def answer_of(text):
+    """The reference's answer extraction: the text after the last '#', commas removed."""
+    return text.split("#")[-1].replace(",", "").strip()
+
+
+def is_correct(text, answer):
+    """The reference's accuracy: the extracted answer equals the record's, commas removed."""
+    return answer_of(text) == answer.replace(",", "").strip()
+
+
+@torch.no_grad()
+def generate_texts(coconut, tok, samples, stage, meta, device, max_new_tokens, latents=None, bf16=True):
+    """Greedy outputs for tokenized samples, decoded as the method does at `stage`.
+
+    latents=k forces k thoughts (the §5 analyses). Returns ([(text, new tokens)], forward passes).
+    """
+    classifier = meta.get("latent_stop") == "classifier" and latents is None
+    if latents is not None:
+        prompts = [{"input_ids": data.thought_prefix(s, latents, True, tok.special)} for s in samples]
+    elif classifier:  # the classifier decides how many thoughts follow <bot>
+        prompts = [{"input_ids": s["question"] + [tok.special.start]} for s in samples]
+    else:
+        prompts = [data.build_prompt(s, stage, meta["method"], meta["c"], meta["max_latent_stage"],
+                                     bool(meta["pad_latent_to_max"]), tok.special) for s in samples]
+    batch = {k: v.to(device) for k, v in data.collate(prompts, tok.eos_id, tok.special.latent).items()}
+    with autocast(device, bf16):
+        if classifier:
+            cap = min(stage, meta["max_latent_stage"]) * meta["c"]
+            gen, _ = coconut.generate_adaptive(**batch, max_thoughts=cap, max_new_tokens=max_new_tokens)
+        else:
+            gen = coconut.generate(**batch, max_new_tokens=max_new_tokens)
+    texts = [(tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True), int(gen.lengths[r]))
+             for r in range(len(samples))]
+    return texts, gen.n_passes
 
 
 # ----------------------------------------------------------------------------------------------------------
 # §5.1 outcome classes on ProsQA.
+
+OUTCOMES = ("Correct Label", "Incorrect Label", "Correct Path", "Longer Path", "Hallucination", "Wrong Target")
 
 def classify(record, text, n_latents=0):
     """One of OUTCOMES for a ProsQA record and the model's written output (after k thoughts).
@@ -84,7 +210,7 @@ def frontier_values(coconut, tok, record, sample, k, device):
     sym = record["idx_to_symbol"]
     dist = data.bfs(data.children_of(record), record["root"])[0]
     frontier = [n for n, d in dist.items() if d == k]
-    prompt = sample["question"] + [data.START_LATENT_ID] + [data.LATENT_ID] * k + [data.END_LATENT_ID]
+    prompt = data.thought_prefix(sample, k, True, tok.special)
     lead = tok.encode(f"{sym[record['root']]} is a" if k == 0 else "Every")
     values = {}
     for node in frontier:
@@ -99,7 +225,7 @@ def frontier_values(coconut, tok, record, sample, k, device):
 @torch.no_grad()
 def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
     """Figure 3's view: each continuous thought decoded through the output head -> [(token, prob), ...] per thought."""
-    ids = sample["question"] + [data.START_LATENT_ID] + [data.LATENT_ID] * n_thoughts + [data.END_LATENT_ID]
+    ids = data.thought_prefix(sample, n_thoughts, True, tok.special)
     out = coconut.run_thoughts(torch.tensor([ids], device=device))
     first = len(sample["question"]) + 1
     probs = coconut.model.lm_head(out.inputs_embeds[0, first:first + n_thoughts]).float().softmax(-1)
@@ -123,11 +249,11 @@ def node_height(record):
 # ----------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def run_eval(coconut, meta, records, samples, device, max_new_tokens, batch_size, latents=None, bf16=True):
+def run_eval(coconut, tok, meta, records, samples, device, max_new_tokens, batch_size, latents=None, bf16=True):
     """Generate for every record; return per-record outputs and summary metrics."""
     t0, n_passes, outputs = time.time(), 0, []
     for i in range(0, len(samples), batch_size):
-        texts, passes = generate_texts(coconut, samples[i:i + batch_size], meta["max_latent_stage"] + 1, meta,
+        texts, passes = generate_texts(coconut, tok, samples[i:i + batch_size], meta["max_latent_stage"] + 1, meta,
                                        device, max_new_tokens, latents, bf16)
         outputs += texts
         n_passes += passes
@@ -145,9 +271,9 @@ def run_eval(coconut, meta, records, samples, device, max_new_tokens, batch_size
     return rows, summary
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", action="append", required=True, help="a run folder or .pt; repeat to compare")
+def get_args(argv=None):
+    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", action="append", default=[], help="a run folder or .pt; repeat to compare")
     p.add_argument("--split", default="valid", choices=data.SPLITS)
     p.add_argument("--data", default=None, help="a JSON file instead of the run's split")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
@@ -157,21 +283,45 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--device", default=None)
     p.add_argument("--plot", default=None, help="write figures (PNG) to this folder")
+    p.add_argument("--curves", nargs="+", default=None, metavar="RUN",
+                   help="plot the learning curves of these run folders (validation accuracy per epoch) to --plot")
     args = p.parse_args(argv)
-    device = pick_device(args.device)
-    tok = data.Tokenizer()
+
+    def need(ok, flag, value, allowed):
+        if not ok:
+            fail(f"{flag} {value}: {allowed}")
+    need(args.ckpt or args.curves, "--ckpt", "(none)", "give at least one run folder or .pt (or --curves RUN...)")
+    for flag in ("limit", "batch_size"):
+        need(getattr(args, flag) is None or getattr(args, flag) >= 1, f"--{flag}", getattr(args, flag),
+             "must be at least 1")
+    need(args.probe >= 0, "--probe", args.probe, "must be 0 or more")
+    for flag in ("latents", "frontier"):
+        ks = getattr(args, flag) or []
+        need(all(0 <= k < 1000 for k in ks), f"--{flag}", " ".join(map(str, ks)), "thought counts from 0 to 999")
+    need(args.data is None or os.path.isfile(args.data), "--data", args.data, "no such file")
+    need(args.plot is None or not os.path.isfile(args.plot), "--plot", args.plot, "is a file, not a folder")
+    need(args.curves is None or args.plot, "--curves", " ".join(args.curves or []), "needs --plot DIR")
+    for run in args.curves or []:
+        need(os.path.isfile(os.path.join(run, "metrics.jsonl")), "--curves", run, "no metrics.jsonl in this folder")
+    return args
+
+
+def main(argv=None):
+    args = get_args(argv)
+    device = pick_device(args.device) if args.ckpt else "cpu"
+    checkpoints = [load_checkpoint(path) for path in args.ckpt]  # every file checked before any work
     summaries, outcome_rows = {}, []
-    for path in args.ckpt:
-        ckpt = load_checkpoint(path)
+    for path, ckpt in zip(args.ckpt, checkpoints):
         meta, run_args = ckpt["meta"], ckpt["args"]
-        coconut = model_from_checkpoint(ckpt, device).eval()
+        coconut, tok = model_from_checkpoint(ckpt, device)
+        coconut.eval()
         graph = meta["dataset"] == "prosqa"
         data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
         records = data.load_records(data_path, graph)[: args.limit]
         samples = [data.tokenize_record(tok, r) for r in records]
         max_new = run_args["max_new_tokens"]
         bf16 = run_args.get("bf16", 1)
-        rows, summary = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size, bf16=bf16)
+        rows, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, bf16=bf16)
         summaries[path] = {"method": meta["method"], **summary}
         print(f"{path}  [{meta['method']}, {os.path.basename(data_path)}]")
         print(f"  accuracy {summary['accuracy']:.3f}  CoT exact match {summary['cot_exact_match']:.3f}  "
@@ -195,8 +345,8 @@ def main(argv=None):
         if args.latents is not None and graph:
             sweep = {}
             for k in args.latents:
-                rows_k, summ_k = run_eval(coconut, meta, records, samples, device, max_new, args.batch_size, latents=k,
-                                          bf16=bf16)
+                rows_k, summ_k = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size,
+                                          latents=k, bf16=bf16)
                 classes = Counter(classify(r, row["output"], k) for r, row in zip(records, rows_k))
                 sweep[k] = {"accuracy": summ_k["accuracy"], **{o: classes[o] / len(records) for o in OUTCOMES}}
                 outcome_rows.append((f"{meta['method']} k={k}", summ_k["accuracy"], sweep[k]))
@@ -220,7 +370,7 @@ def main(argv=None):
                       f"{mean([v for q in per_q for v in q['on_path']]):.3f}, elsewhere "
                       f"{mean([v for q in per_q for v in q['off_path']]):.3f}")
             report["frontier"] = fr
-        out_json = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), f"eval_{args.split}.json")
+        out_json = os.path.join(os.path.dirname(ckpt["path"]), f"eval_{args.split}.json")
         with open(out_json + ".tmp", "w") as f:
             json.dump(report, f, indent=1)
         os.replace(out_json + ".tmp", out_json)
@@ -235,6 +385,36 @@ def main(argv=None):
         print("\nmethod            accuracy  new tokens  ms/question")
         for path, s in summaries.items():
             print(f"{s['method']:16s}  {s['accuracy']:8.3f}  {s['mean_new_tokens']:10.1f}  {s['seconds_per_question'] * 1000:11.1f}")
+    if args.curves:
+        print(f"wrote {plot_curves(args.curves, args.plot)}")
+
+
+def plot_curves(runs, folder):
+    """Validation accuracy per epoch of each run, stage changes marked: the learning-curve figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(folder, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for run in runs:
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            metrics = [json.loads(line) for line in f if line.strip()]
+        with open(os.path.join(run, "config.json")) as f:
+            method = json.load(f)["method"]
+        line, = ax.plot([m["epoch"] for m in metrics], [m["val_acc"] for m in metrics], marker="o", label=method)
+        for prev, m in zip(metrics, metrics[1:]):
+            if m["stage"] != prev["stage"]:
+                ax.axvline(prev["epoch"] + 0.5, color=line.get_color(), alpha=0.3, linestyle="--")
+                ax.annotate(f"stage {m['stage']}", (prev["epoch"] + 0.5, 0.02), xycoords=("data", "axes fraction"),
+                            fontsize=7, color=line.get_color(), rotation=90)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    path = os.path.join(folder, "learning_curves.png")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot(report, folder):

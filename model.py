@@ -13,7 +13,6 @@ import math
 import os
 import struct
 import sys
-import urllib.request
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -21,11 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# The three Coconut tokens are appended to GPT-2's 50,257 (DEVELOPERS.md, reference facts).
+from data import download  # a plain file fetch (GPT-2's weights); nothing of the vocabulary or the data
+
 GPT2_VOCAB_SIZE = 50257
-EOS_ID = 50256
-START_LATENT_ID, END_LATENT_ID, LATENT_ID = 50257, 50258, 50259
-INIT_TOKEN_ID = 16791  # "<<": the reference initialises the new rows from it "to stabilise training"
 
 GPTOutput = namedtuple("GPTOutput", ["logits", "hidden", "past_kv"])
 
@@ -170,8 +167,11 @@ class GPT(nn.Module):
         hidden = self.transformer.ln_f(x)
         return GPTOutput(self.lm_head(hidden) if with_logits else None, hidden, new_kv)
 
-    def add_token_rows(self, n, init_from=INIT_TOKEN_ID):
-        """Grow the vocabulary by n rows, each a copy of token `init_from`'s embedding; the head stays tied."""
+    def add_token_rows(self, n, init_from):
+        """Grow the vocabulary by n rows, each a copy of row `init_from`'s embedding; the head stays tied.
+
+        Coconut appends its three tokens this way; which rows they are is the tokenizer's business (data.py).
+        """
         old = self.transformer.wte.weight
         new = nn.Embedding(old.shape[0] + n, old.shape[1], device=old.device, dtype=old.dtype)
         with torch.no_grad():
@@ -194,22 +194,35 @@ class GPT(nn.Module):
         config_path = os.path.join(folder, "config.json")
         if not os.path.exists(config_path):
             raise FileNotFoundError(f"{folder}: no config.json (a Hugging Face GPT-2 folder has one)")
-        with open(config_path) as f:
-            hf = json.load(f)
+        try:
+            with open(config_path) as f:
+                hf = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+        if not isinstance(hf, dict):
+            raise ValueError(f"{config_path}: expected a JSON object")
         missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k not in hf]
         if missing:
             raise ValueError(f"{config_path}: missing {', '.join(missing)}")
+        for k in ("vocab_size", "n_layer", "n_head", "n_embd", "n_positions"):
+            v = hf.get(k, 1)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{config_path}: {k} must be a whole number of at least 1, not {v!r}")
+        if hf["n_embd"] % hf["n_head"]:
+            raise ValueError(f"{config_path}: n_head {hf['n_head']} does not divide n_embd {hf['n_embd']}")
         config = GPTConfig(block_size=hf.get("n_positions", 1024), vocab_size=hf["vocab_size"],
                            n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
                            layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5))
         st_path = os.path.join(folder, "model.safetensors")
         bin_path = os.path.join(folder, "pytorch_model.bin")
-        if os.path.exists(st_path):
-            state, source = read_safetensors(st_path), st_path
-        elif os.path.exists(bin_path):
-            state, source = torch.load(bin_path, map_location="cpu", weights_only=True), bin_path
-        else:
+        if not os.path.exists(st_path) and not os.path.exists(bin_path):
             raise FileNotFoundError(f"{folder}: neither model.safetensors nor pytorch_model.bin")
+        source = st_path if os.path.exists(st_path) else bin_path
+        try:  # weights_only: a .bin that would run code when unpickled is refused
+            state = read_safetensors(st_path) if source == st_path else torch.load(bin_path, map_location="cpu",
+                                                                                    weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{source}: not a readable weights file ({str(e).splitlines()[0]})") from None
         model = cls(config)
         model.load_hf_state_dict(state, source)
         return model
@@ -303,22 +316,3 @@ def download_gpt2(name, cache_dir=None):
         if not os.path.exists(path):
             download(f"https://huggingface.co/{HF_REPOS[name]}/resolve/main/{fname}", path)
     return folder
-
-
-def download(url, path):
-    """Download to path + '.part' with a progress bar, then rename: a broken download leaves no file."""
-    from tqdm import tqdm
-    tmp = path + ".part"
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(path)) as bar:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise ConnectionError(f"could not download {url}: {e}") from e
-    return path

@@ -1,7 +1,7 @@
 """Training: the multi-stage curriculum of Coconut and every baseline of the paper's Table 1 (paper §3-4).
 
-Stage k replaces the first k reasoning steps by k*c continuous thoughts; the stage of an epoch is
-epoch // epochs_per_stage, and the optimizer is rebuilt whenever the stage changes (§3 "Training Procedure").
+Stage k replaces the first k reasoning steps by k*c continuous thoughts; the optimizer is rebuilt whenever
+the stage changes (§3 "Training Procedure").
 
     python train.py --dataset prosqa --c 1                      # the front door (a laptop recipe on a CPU)
     python train.py --dataset prosqa --model gpt2               # the paper's setup, on a GPU
@@ -21,30 +21,36 @@ import torch.distributed as dist
 
 import data
 from coconut import Coconut
-from model import GPT, GPTConfig, EOS_ID, LATENT_ID, START_LATENT_ID, END_LATENT_ID, HF_REPOS, download_gpt2
+from eval import (PAUSE_METHODS, autocast, fail, generate_texts, is_correct, load_checkpoint, load_weights,
+                  pick_device)
+from model import GPT, GPTConfig, HF_REPOS, download_gpt2
 
-# The paper's recipes (GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128).
+# The paper's recipes (GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr).
 PAPER = {
-    "prosqa": dict(c=1, max_latent_stage=6, epochs_per_stage=5, num_epochs=50, max_new_tokens=128),
-    "prontoqa": dict(c=1, max_latent_stage=6, epochs_per_stage=5, num_epochs=50, max_new_tokens=128),
-    "gsm8k": dict(c=2, max_latent_stage=3, epochs_per_stage=3, num_epochs=25, max_new_tokens=64),
+    "prosqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
+    "prontoqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
+    "gsm8k": dict(c=2, max_latent_stage=3, epochs_per_stage=[3], num_epochs=25, max_new_tokens=64),
 }
-# A CPU with no network: a from-scratch GPT-2-shaped model on ProsQA-mini (smaller graphs from our
-# generator), so that a whole curriculum fits in minutes. Flags given explicitly still win.
+# A CPU with no network: a small model from scratch on ProsQA-mini (smaller graphs from our generator),
+# so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: README, "The laptop recipe".
+# Flags given explicitly still win.
 LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=8000, val_size=200, test_size=500, c=1, max_latent_stage=3,
-              epochs_per_stage=1, num_epochs=5, batch_size=32, micro_batch=32, lr=1e-3, max_new_tokens=48)
+              epochs_per_stage=[1], num_epochs=5, batch_size=32, micro_batch=32, lr=1e-3, lr_schedule="cosine",
+              warmup_steps=20, max_new_tokens=48)
 TINY = dict(n_layer=4, n_head=4, n_embd=128, block_size=1024)  # --model tiny; sizes overridable by flags
 FEEDBACK_METHODS = ("coconut", "no-curriculum")  # thoughts receive hidden states
-PAUSE_METHODS = ("pause", "pause-as-thought")  # thought slots keep the <|latent|> embedding
+BUCKET_POOL = 64  # --bucket: batches are cut from pools of this many batches' worth of length-sorted samples
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="prosqa", help="prosqa | prontoqa | gsm8k")
     p.add_argument("--method", default="coconut", help=" | ".join(data.METHODS))
     p.add_argument("--c", type=int, default=None, help="continuous thoughts per reasoning step")
     p.add_argument("--max_latent_stage", type=int, default=None)
-    p.add_argument("--epochs_per_stage", type=int, default=None)
+    p.add_argument("--epochs_per_stage", type=int, nargs="+", default=None,
+                   help="epochs of each stage; the last value holds for the later stages (e.g. 3 1: stage 0 "
+                        "three epochs, every later stage one)")
     p.add_argument("--num_epochs", type=int, default=None)
     p.add_argument("--pad_latent_to_max", type=int, default=1, help="past the last stage keep max_stage*c thoughts")
     p.add_argument("--uniform_prob", type=float, default=0.0, help="probability of a random stage per sample")
@@ -52,17 +58,24 @@ def get_args(argv=None):
                    help="leave latent mode after a fixed number of thoughts, or when a trained classifier says so")
     p.add_argument("--icot_tokens_per_stage", type=int, default=8, help="--method icot: tokens removed per epoch")
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr_schedule", default=None, choices=("constant", "cosine"),
+                   help="constant (the paper's), or per stage: linear warmup, then cosine decay to --min_lr")
+    p.add_argument("--warmup_steps", type=int, default=None, help="--lr_schedule cosine: warmup after each reset")
+    p.add_argument("--min_lr", type=float, default=0.0, help="--lr_schedule cosine: the rate at each stage's end")
     p.add_argument("--weight_decay", type=float, default=0.01)
     p.add_argument("--batch_size", type=int, default=None, help="effective batch (paper: 128)")
     p.add_argument("--micro_batch", type=int, default=None, help="per device per step; the rest is accumulation")
+    p.add_argument("--bucket", type=int, default=1, help="batch samples of similar length (less padding)")
     p.add_argument("--model", default="auto", help="auto | tiny | gpt2 | gpt2-medium | ... | a Hugging Face folder")
+    p.add_argument("--vocab", default="auto", choices=("auto",) + data.VOCABS,
+                   help="auto: words for a model from scratch on ProsQA/ProntoQA, else gpt2 (see data.Tokenizer)")
     p.add_argument("--n_layer", type=int, default=TINY["n_layer"], help="--model tiny: layers")
     p.add_argument("--n_embd", type=int, default=TINY["n_embd"], help="--model tiny: width")
     p.add_argument("--n_head", type=int, default=TINY["n_head"], help="--model tiny: attention heads")
     p.add_argument("--init_from", default=None, help="a checkpoint (.pt or run folder) to start from, e.g. CoT")
     p.add_argument("--start_epoch", type=int, default=None,
-                   help="first epoch to train; with --init_from it defaults to epochs_per_stage: the checkpoint "
-                        "already is stage 0 (the paper's GSM8k recipe)")
+                   help="first epoch to train; with --init_from it defaults to the length of stage 0: the "
+                        "checkpoint already is stage 0 (the paper's GSM8k recipe)")
     p.add_argument("--bf16", type=int, default=1, help="bf16 autocast on CUDA (0: fp32, as the reference's configs)")
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best available)")
     p.add_argument("--data_dir", default=None, help="where <dataset>_{train,valid,test}.json live")
@@ -76,27 +89,6 @@ def get_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop_after_epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
     return p.parse_args(argv)
-
-
-def autocast(device, bf16=True):
-    """bf16 autocast on CUDA (the default); a no-op on other devices or with --bf16 0."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda") and bool(bf16))
-
-
-def fail(msg):
-    raise SystemExit(f"error: {msg}")
-
-
-def pick_device(requested):
-    if requested:
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            fail(f"--device {requested}: CUDA is not available")
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def resolve(args, device, log):
@@ -117,81 +109,148 @@ def resolve(args, device, log):
             except ConnectionError as e:
                 args.model = "tiny"
                 log(f"model: tiny, since GPT-2's weights could not be fetched ({e}); --model gpt2 needs them")
+    if args.model not in ("tiny", *HF_REPOS) and not os.path.isdir(args.model):
+        fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(HF_REPOS)} or a Hugging Face folder")
     laptop = args.model == "tiny" and args.dataset == "prosqa" and args.data_dir is None
-    recipe = dict(PAPER[args.dataset], lr=1e-4, batch_size=128, micro_batch=32 if device != "cpu" else 8)
+    recipe = dict(PAPER[args.dataset], lr=1e-4, lr_schedule="constant", warmup_steps=0, batch_size=128,
+                  micro_batch=32 if device != "cpu" else 8)
     if laptop:
         recipe.update(LAPTOP)
     for k, v in recipe.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
+    if args.vocab == "auto":
+        args.vocab = "words" if args.model == "tiny" and args.dataset != "gsm8k" else "gpt2"
     args.generated_data = laptop
     if laptop:
         args.data_dir = (f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}"
-                         f"-{args.train_size}")
+                         f"-{args.train_size}-s{args.seed}")
         log(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-{args.path[1]} "
             f"steps) from data.py's generator in {args.data_dir}, {args.train_size} training samples: a laptop "
             "recipe; the paper's ProsQA is --model gpt2 --data_dir data")
-    if args.c < 1:
-        fail(f"--c {args.c}: at least one continuous thought per step")
-    if args.latent_stop == "classifier" and args.method not in FEEDBACK_METHODS:
-        fail(f"--latent_stop classifier: only for --method {' or '.join(FEEDBACK_METHODS)}, not {args.method}")
-    if args.batch_size % args.micro_batch:
-        fail(f"--batch_size {args.batch_size} is not a multiple of --micro_batch {args.micro_batch}")
     if args.start_epoch is None:
-        args.start_epoch = args.epochs_per_stage if args.init_from else 0
+        args.start_epoch = args.epochs_per_stage[0] if args.init_from else 0
     args.data_dir = args.data_dir or "data"
     args.out_dir = args.out_dir or os.path.join("out", f"{args.dataset}-{args.method}-c{args.c}")
     return args
 
 
+def check_args(args, world):
+    """Every flag, before any work: one line naming the flag, its value, and what is allowed."""
+    def need(ok, flag, value, allowed):
+        if not ok:
+            fail(f"{flag} {value}: {allowed}")
+
+    for flag in ("c", "num_epochs", "batch_size", "micro_batch", "max_new_tokens", "icot_tokens_per_stage",
+                 "n_layer", "n_embd", "n_head", "train_size", "val_size"):
+        value = getattr(args, flag)
+        need(value is None or value >= 1, f"--{flag}", value, "must be at least 1")
+    per_stage = args.epochs_per_stage
+    need(all(e >= 1 for e in per_stage), "--epochs_per_stage", " ".join(map(str, per_stage)),
+         "each stage lasts at least 1 epoch")
+    need(args.max_latent_stage >= 0, "--max_latent_stage", args.max_latent_stage, "must be 0 or more")
+    need(0 <= args.uniform_prob <= 1, "--uniform_prob", args.uniform_prob, "a probability, from 0 to 1")
+    need(args.lr > 0, "--lr", args.lr, "must be greater than 0")
+    need(0 <= args.min_lr <= args.lr, "--min_lr", args.min_lr, f"must be from 0 to --lr ({args.lr})")
+    need(args.warmup_steps >= 0, "--warmup_steps", args.warmup_steps, "must be 0 or more")
+    need(args.weight_decay >= 0, "--weight_decay", args.weight_decay, "must be 0 or more")
+    for flag in ("pad_latent_to_max", "bf16", "bucket"):
+        need(getattr(args, flag) in (0, 1), f"--{flag}", getattr(args, flag), "0 or 1")
+    need(args.n_embd % args.n_head == 0, "--n_head", args.n_head, f"must divide --n_embd {args.n_embd}")
+    need(args.batch_size % (args.micro_batch * world) == 0, "--batch_size", args.batch_size,
+         f"is not a multiple of --micro_batch {args.micro_batch}" + (f" x {world} processes" if world > 1 else ""))
+    need(0 <= args.start_epoch < args.num_epochs, "--start_epoch", args.start_epoch,
+         f"must be from 0 to --num_epochs - 1 ({args.num_epochs - 1})")
+    thoughts = args.max_latent_stage * args.c
+    need(thoughts < TINY["block_size"], "--max_latent_stage", args.max_latent_stage,
+         f"{thoughts} thoughts (x --c {args.c}) do not fit a context of {TINY['block_size']}")
+    need(args.latent_stop == "fixed" or args.method in FEEDBACK_METHODS, "--latent_stop", args.latent_stop,
+         f"only for --method {' or '.join(FEEDBACK_METHODS)}, not {args.method}")
+    need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
+         f"a pretrained model ({args.model}) keeps GPT-2's vocabulary: --vocab gpt2")
+    if args.generated_data:
+        try:
+            data.check_generator_flags(args.nodes, args.path)
+        except data.DataError as e:
+            fail(str(e))
+    need(not os.path.isfile(args.out_dir), "--out_dir", args.out_dir, "is a file, not a folder")
+    if not args.resume and os.path.exists(os.path.join(args.out_dir, "last.pt")):
+        fail(f"{args.out_dir} already holds a run ({os.path.join(args.out_dir, 'last.pt')}); pass --resume to "
+             "continue it, or --out_dir for a new one")
+    if args.resume and not os.path.exists(os.path.join(args.out_dir, "last.pt")):
+        fail(f"--resume: {os.path.join(args.out_dir, 'last.pt')} does not exist")
+
+
 def stage_for_epoch(epoch, args):
-    """The curriculum: stage k for epochs [k*E, (k+1)*E), capped one past the last latent stage."""
+    """The curriculum: stage k for the epochs_per_stage[k] epochs after stage k-1's (the last length
+    repeats), capped one past the last latent stage."""
     if args.method in ("cot", "no-cot", "pause"):
         return 0
     if args.method == "icot":
         return epoch  # one removal step per epoch
     if args.method == "no-curriculum":
         return args.max_latent_stage + 1
-    return min(epoch // args.epochs_per_stage, args.max_latent_stage + 1)
+    per_stage = args.epochs_per_stage if isinstance(args.epochs_per_stage, (list, tuple)) else [args.epochs_per_stage]
+    end = 0
+    for stage in range(args.max_latent_stage + 1):
+        end += per_stage[min(stage, len(per_stage) - 1)]
+        if epoch < end:
+            return stage
+    return args.max_latent_stage + 1
 
 
-def load_splits(args, tok, log):
+def learning_rate(step, steps_in_stage, args):
+    """The rate for optimizer step `step` of a stage. --lr_schedule constant is the paper's. cosine: a linear
+    warmup after each reset (a fresh AdamW has no moment estimates yet: full steps at once made the loss
+    NaN at a stage change with --lr 3e-3), then cosine decay to --min_lr at the stage's last step."""
+    if args.lr_schedule == "constant":
+        return args.lr
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    progress = min(1.0, (step - args.warmup_steps) / max(1, steps_in_stage - args.warmup_steps))
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def load_splits(args, log):
+    """The run's training and validation records, and the texts of all three split files: a compact
+    vocabulary holds every word of the dataset, so a name seen only in a question it is later asked gets a
+    row (untrained) instead of failing."""
     if args.generated_data and not os.path.exists(os.path.join(args.data_dir, "prosqa_test.json")):
         sizes = {"train": args.train_size, "valid": args.val_size, "test": LAPTOP["test_size"]}
         for s, records in data.generate_prosqa(sizes, args.seed, tuple(args.nodes), tuple(args.path)).items():
             data.write_json_atomic(records, os.path.join(args.data_dir, f"prosqa_{s}.json"))
     paths = data.ensure_dataset(args.dataset, args.data_dir, notice=log)
     graph = args.dataset == "prosqa"
-    train = data.load_records(paths["train"], graph)[: args.train_size]
-    valid = data.load_records(paths["valid"], graph)[: args.val_size]
-    return [data.tokenize_record(tok, r) for r in train], valid, [data.tokenize_record(tok, r) for r in valid]
+    splits = {s: data.load_records(p, graph) for s, p in paths.items()}
+    texts = [t for records in splits.values() for r in records for t in data.record_texts(r)]
+    return splits["train"][: args.train_size], splits["valid"][: args.val_size], texts
 
 
-def build_model(args, device, log):
-    """GPT-2 (released or tiny) with the three Coconut rows, wrapped in the thought loop."""
+def build_model(args, tok, device):
+    """GPT-2 (released or from scratch) with the three Coconut rows, wrapped in the thought loop."""
     if args.model == "tiny":
         torch.manual_seed(args.seed)
-        gpt = GPT(GPTConfig(vocab_size=data.EOS_ID + 1, block_size=TINY["block_size"], n_layer=args.n_layer,
+        gpt = GPT(GPTConfig(vocab_size=tok.vocab_size - 3, block_size=TINY["block_size"], n_layer=args.n_layer,
                             n_head=args.n_head, n_embd=args.n_embd))
-    elif args.model in HF_REPOS or os.path.isdir(args.model):
+    else:
         try:
             gpt = GPT.from_pretrained(args.model)
         except ConnectionError as e:
             fail(f"--model {args.model}: could not get the weights ({e}); download them on a machine with network "
                  "into ~/.cache/coconut/<name>/ or pass a local Hugging Face folder")
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, OSError) as e:
             fail(f"--model {args.model}: {e}")
-    else:
-        fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(HF_REPOS)} or a Hugging Face folder")
-    gpt.add_token_rows(3)  # <|start-latent|>, <|end-latent|>, <|latent|> as copies of "<<"
-    return Coconut(gpt, LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID, pause_as_thought=args.method in PAUSE_METHODS,
+        if gpt.config.vocab_size != tok.vocab_size - 3:
+            fail(f"--model {args.model}: {gpt.config.vocab_size} rows, not GPT-2's {tok.vocab_size - 3}")
+    gpt.add_token_rows(3, init_from=tok.init_row)  # <|start-latent|>, <|end-latent|>, <|latent|>
+    s = tok.special
+    return Coconut(gpt, s.latent, s.start, s.end, s.eos, pause_as_thought=args.method in PAUSE_METHODS,
                    stop_classifier=args.latent_stop == "classifier").to(device)
 
 
 def checkpoint_meta(args):
     return {"method": args.method, "dataset": args.dataset, "c": args.c, "max_latent_stage": args.max_latent_stage,
-            "pad_latent_to_max": args.pad_latent_to_max, "latent_stop": args.latent_stop,
-            "special_ids": {"start": START_LATENT_ID, "end": END_LATENT_ID, "latent": LATENT_ID, "eos": EOS_ID}}
+            "pad_latent_to_max": args.pad_latent_to_max, "latent_stop": args.latent_stop}
 
 
 def save_atomic(obj, path):
@@ -201,80 +260,45 @@ def save_atomic(obj, path):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path):
-    """A .pt file, or a run folder (its best.pt, else last.pt)."""
-    if os.path.isdir(path):
-        for name in ("best.pt", "last.pt"):
-            if os.path.exists(os.path.join(path, name)):
-                path = os.path.join(path, name)
-                break
-        else:
-            fail(f"{path}: no best.pt or last.pt in this folder")
-    if not os.path.exists(path):
-        fail(f"{path}: no such checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=False)
+def example_batches(examples, args, rng, latent_id):
+    """Each optimizer step's global batch (indices into examples), shuffled. With --bucket, samples of
+    similar length share a batch: pools of BUCKET_POOL batches are sorted by (column of the first thought,
+    length) and cut, then the batches are shuffled, which cuts the padding of a ProsQA-mini batch by ~3x."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    if args.bucket:
+        def length(i):
+            ids = examples[i]["input_ids"]
+            return (ids.index(latent_id) if latent_id in ids else 0, len(ids))
+        pool = args.batch_size * BUCKET_POOL
+        order = [i for k in range(0, len(order), pool) for i in sorted(order[k:k + pool], key=length)]
+    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+    if args.bucket:
+        rng.shuffle(batches)
+    return batches
 
 
-def load_weights(coconut, ckpt):
-    """Copy a checkpoint's GPT weights (and stop head, if the model has one) into `coconut`."""
-    coconut.model.load_state_dict(ckpt["model"])
-    if coconut.stop_head is not None:
-        coconut.stop_head.load_state_dict(ckpt["stop_head"])
-
-
-def model_from_checkpoint(ckpt, device):
-    """Rebuild exactly the model a checkpoint was trained as (used by eval.py)."""
-    ids = ckpt["meta"]["special_ids"]
-    coconut = Coconut(GPT(GPTConfig(**ckpt["model_config"])), ids["latent"], ids["start"], ids["end"], ids["eos"],
-                      pause_as_thought=ckpt["meta"]["method"] in PAUSE_METHODS,
-                      stop_classifier=ckpt["meta"].get("latent_stop") == "classifier")
-    load_weights(coconut, ckpt)
-    return coconut.to(device)
-
-
-@torch.no_grad()
-def generate_texts(coconut, samples, stage, meta, device, max_new_tokens, latents=None, bf16=True):
-    """Greedy outputs for tokenized samples, decoded as the method does at `stage`.
-
-    latents=k forces k thoughts (the §5 analyses). Returns ([(text, new tokens)], forward passes).
-    """
-    tok = data.Tokenizer()
-    classifier = meta.get("latent_stop") == "classifier" and latents is None
-    if latents is not None:
-        prompts = [{"input_ids": s["question"] + [START_LATENT_ID] + [LATENT_ID] * latents + [END_LATENT_ID]}
-                   for s in samples]
-    elif classifier:  # the classifier decides how many thoughts follow <bot>
-        prompts = [{"input_ids": s["question"] + [START_LATENT_ID]} for s in samples]
-    else:
-        prompts = [data.build_prompt(s, stage, meta["method"], meta["c"], meta["max_latent_stage"],
-                                     bool(meta["pad_latent_to_max"])) for s in samples]
-    batch = {k: v.to(device) for k, v in data.collate(prompts).items()}
-    with autocast(device, bf16):
-        if classifier:
-            cap = min(stage, meta["max_latent_stage"]) * meta["c"]
-            gen, _ = coconut.generate_adaptive(**batch, max_thoughts=cap, max_new_tokens=max_new_tokens)
-        else:
-            gen = coconut.generate(**batch, max_new_tokens=max_new_tokens)
-    texts = [(tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True), int(gen.lengths[r]))
-             for r in range(len(samples))]
-    return texts, gen.n_passes
-
-
-def micro_batches(order, examples, args, world, rank):
-    """Split each optimizer step's global batch into micro-batches; rank r takes its consecutive share.
+def micro_batches(batches, examples, args, world, rank, tok):
+    """Split each global batch into micro-batches; rank r takes its consecutive share.
 
     One process with accumulation A*W sees the same micro-batches as W processes with accumulation A, so
     their averaged gradients agree.
     """
     per_rank = args.batch_size // world
-    for i in range(0, len(order), args.batch_size):
-        step = order[i:i + args.batch_size][rank * per_rank:(rank + 1) * per_rank]
-        yield [data.collate([examples[j] for j in step[k:k + args.micro_batch]])
+    for batch in batches:
+        step = batch[rank * per_rank:(rank + 1) * per_rank]
+        yield [data.collate([examples[j] for j in step[k:k + args.micro_batch]], tok.eos_id, tok.special.latent)
                for k in range(0, len(step), args.micro_batch) if step[k:k + args.micro_batch]]
 
 
+def build_examples(samples, stage, args, tok, rng=None):
+    return [data.build_example(s, stage, args.method, args.c, args.max_latent_stage, bool(args.pad_latent_to_max),
+                               rng, args.uniform_prob if rng else 0.0, args.icot_tokens_per_stage, tok.special)
+            for s in samples]
+
+
 @torch.no_grad()
-def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, rank=0):
+def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=1, rank=0):
     """Validation loss and generation accuracy at `stage`, sharded over ranks and summed."""
     coconut.eval()
     meta = checkpoint_meta(args)
@@ -283,17 +307,15 @@ def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, ra
     bs = args.micro_batch
     for i in range(0, len(idx), bs):
         chunk = idx[i:i + bs]
-        examples = [data.build_example(valid_tok[j], stage, args.method, args.c, args.max_latent_stage,
-                                       bool(args.pad_latent_to_max), icot_tokens_per_stage=args.icot_tokens_per_stage)
-                    for j in chunk]
-        batch = {k: v.to(device) for k, v in data.collate(examples).items()}
+        examples = build_examples([valid_tok[j] for j in chunk], stage, args, tok)
+        batch = {k: v.to(device) for k, v in data.collate(examples, tok.eos_id, tok.special.latent).items()}
         with autocast(device, args.bf16):
             out = coconut(**batch, return_logits=False)
         scored = int((batch["labels"][:, 1:] != -100).sum())
         loss_sum += float(out.loss) * scored
         loss_n += scored
-        texts, _ = generate_texts(coconut, [valid_tok[j] for j in chunk], stage, meta, device, args.max_new_tokens,
-                                  bf16=args.bf16)
+        texts, _ = generate_texts(coconut, tok, [valid_tok[j] for j in chunk], stage, meta, device,
+                                  args.max_new_tokens, bf16=args.bf16)
         for (text, n_new), j in zip(texts, chunk):
             correct += is_correct(text, valid_records[j]["answer"])
             n += 1
@@ -305,17 +327,8 @@ def evaluate(coconut, valid_records, valid_tok, stage, args, device, world=1, ra
     return {"val_loss": loss_sum / max(loss_n, 1), "val_acc": correct / max(n, 1), "val_new_tokens": new_tokens / max(n, 1)}
 
 
-def answer_of(text):
-    """The reference's answer extraction: the text after the last '#', commas removed."""
-    return text.split("#")[-1].replace(",", "").strip()
-
-
-def is_correct(text, answer):
-    """The reference's accuracy: the extracted answer equals the record's, commas removed."""
-    return answer_of(text) == answer.replace(",", "").strip()
-
-
 def main(argv=None):
+    t_start = time.time()
     args = get_args(argv)
     ddp = "RANK" in os.environ
     if ddp:
@@ -329,56 +342,61 @@ def main(argv=None):
     log = print if rank == 0 else (lambda *a, **k: None)
     device = device or pick_device(args.device)
     args = resolve(args, device, log)
-    if args.batch_size % (args.micro_batch * world):
-        fail(f"--batch_size {args.batch_size} is not a multiple of --micro_batch {args.micro_batch} x {world} processes")
-    use_bf16 = device.startswith("cuda") and bool(args.bf16)
+    check_args(args, world)
 
-    tok = data.Tokenizer()
-    train_tok, valid_records, valid_tok = load_splits(args, tok, log)
-    coconut = build_model(args, device, log)
-    if args.init_from:
-        init = load_checkpoint(args.init_from)
+    # Every input is read and checked before anything is written to the run folder.
+    last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
+    resumed = load_checkpoint(last_path) if args.resume else None
+    init = load_checkpoint(args.init_from) if args.init_from else None
+    if resumed and resumed["meta"]["method"] != args.method:
+        fail(f"--resume: {last_path} was trained with --method {resumed['meta']['method']}, not {args.method}")
+    train_records, valid_records, texts = load_splits(args, log)
+    inherited = resumed or init  # a checkpoint's rows mean its vocabulary's pieces: keep them
+    if inherited:
+        tok = data.Tokenizer.from_state(inherited["vocab"])
+        if tok.kind != args.vocab:
+            fail(f"--vocab {args.vocab}: {inherited['path']} was trained with --vocab {tok.kind}")
+    else:
+        tok = data.Tokenizer.build(args.vocab, texts)
+    train_tok = [data.tokenize_record(tok, r) for r in train_records]
+    valid_tok = [data.tokenize_record(tok, r) for r in valid_records]
+    coconut = build_model(args, tok, device)
+    if init:
         if init["model_config"]["vocab_size"] != coconut.model.config.vocab_size:
-            fail(f"--init_from {args.init_from}: vocabulary of {init['model_config']['vocab_size']} rows, this "
+            fail(f"--init_from {init['path']}: vocabulary of {init['model_config']['vocab_size']} rows, this "
                  f"model has {coconut.model.config.vocab_size}")
-        coconut.model.load_state_dict(init["model"])
+        load_weights(coconut, init)
+    if resumed:
+        load_weights(coconut, resumed)
     # sequences longer than the context are an error before training starts
-    final_stage = stage_for_epoch(args.num_epochs - 1, args)
-    too_long = sum(len(data.build_example(s, st, args.method, args.c, args.max_latent_stage, True,
-                                          icot_tokens_per_stage=args.icot_tokens_per_stage)["input_ids"])
-                   + (args.max_new_tokens if st == final_stage else 0) > coconut.model.config.block_size
-                   for s in train_tok + valid_tok for st in (0, final_stage))
+    stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
+    final_stage = stages[-1]
+    too_long = sum(len(ex["input_ids"]) + (args.max_new_tokens if st == final_stage else 0)
+                   > coconut.model.config.block_size
+                   for st in {0, final_stage} for ex in build_examples(train_tok + valid_tok, st, args, tok))
     if too_long:
         fail(f"{too_long} sequences (prompt + output) exceed the model's context of {coconut.model.config.block_size}")
 
-    os.makedirs(args.out_dir, exist_ok=True)
-    last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
     start_epoch, best_acc, stage_of_optimizer, opt_state, optimizer = args.start_epoch, -1.0, None, None, None
-    if not args.resume and os.path.exists(last_path):
-        fail(f"{args.out_dir} already holds a run ({last_path}); pass --resume to continue it, or --out_dir for a "
-             "new one")
-    if args.resume:
-        if not os.path.exists(last_path):
-            fail(f"--resume: {last_path} does not exist")
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
-        if ckpt["meta"]["method"] != args.method:
-            fail(f"--resume: {last_path} was trained with --method {ckpt['meta']['method']}, not {args.method}")
-        load_weights(coconut, ckpt)
-        start_epoch, best_acc, stage_of_optimizer, opt_state = ckpt["epoch"] + 1, ckpt["best_acc"], ckpt["stage"], ckpt["optimizer"]
+    if resumed:
+        start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
+        stage_of_optimizer, opt_state = resumed["stage"], resumed["optimizer"]
     model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
+    metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
     if rank == 0:
+        os.makedirs(args.out_dir, exist_ok=True)
         with open(os.path.join(args.out_dir, "config.json"), "w") as f:
             json.dump(vars(args), f, indent=1)
+        if not args.resume and os.path.exists(metrics_path):
+            os.remove(metrics_path)
         log("config: " + " ".join(f"{k}={v}" for k, v in vars(args).items()))
-        log(f"device {device}{' bf16' if use_bf16 else ''}, {world} process(es), {coconut.model.num_params() / 1e6:.1f}M "
-            f"parameters, {len(train_tok)} train / {len(valid_tok)} valid samples")
+        log(f"device {device}{' bf16' if device.startswith('cuda') and args.bf16 else ''}, {world} process(es), "
+            f"{coconut.model.num_params() / 1e6:.2f}M parameters, {tok.kind} vocabulary of {tok.vocab_size} rows, "
+            f"{len(train_tok)} train / {len(valid_tok)} valid samples")
 
-    metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
-    if rank == 0 and not args.resume and os.path.exists(metrics_path):
-        os.remove(metrics_path)
     from tqdm import tqdm
     for epoch in range(start_epoch, args.num_epochs):
-        stage = stage_for_epoch(epoch, args)
+        stage = stages[epoch]
         if optimizer is None or stage != stage_of_optimizer:  # a fresh AdamW at each new stage (§3)
             optimizer = torch.optim.AdamW(coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
             if opt_state is not None and stage == stage_of_optimizer:  # resumed mid-stage: keep its moments
@@ -386,17 +404,20 @@ def main(argv=None):
             opt_state, stage_of_optimizer = None, stage
         # Everything random in an epoch derives from (seed, epoch): resuming needs no saved RNG state.
         rng = random.Random(args.seed * 100003 + epoch)
-        examples = [data.build_example(s, stage, args.method, args.c, args.max_latent_stage,
-                                       bool(args.pad_latent_to_max), rng, args.uniform_prob,
-                                       args.icot_tokens_per_stage) for s in train_tok]
-        order = list(range(len(examples)))
-        rng.shuffle(order)
+        examples = build_examples(train_tok, stage, args, tok, rng)
+        batches = example_batches(examples, args, rng, tok.special.latent)
+        # the schedule restarts with each stage's optimizer; its step count follows from the epoch
+        first_epoch_of_stage = stages.index(stage)
+        steps_in_stage = stages.count(stage) * len(batches)
+        step = (epoch - first_epoch_of_stage) * len(batches)
         coconut.train()
-        n_steps = math.ceil(len(order) / args.batch_size)
-        bar = tqdm(micro_batches(order, examples, args, world, rank), total=n_steps, disable=rank != 0,
+        bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches), disable=rank != 0,
                    desc=f"epoch {epoch + 1}/{args.num_epochs} stage {stage}", leave=False)
         t0, tokens, loss_sum = time.time(), 0, 0.0
         for micro in bar:
+            lr = learning_rate(step, steps_in_stage, args)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             for k, batch in enumerate(micro):
                 batch = {key: v.to(device) for key, v in batch.items()}
                 sync = k == len(micro) - 1
@@ -408,19 +429,22 @@ def main(argv=None):
                 tokens += int(batch["attention_mask"].sum())
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            step += 1
             elapsed = time.time() - t0
-            bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", tok_s=f"{tokens * world / max(elapsed, 1e-9):.0f}")
-        train_loss = loss_sum / n_steps
-        m = evaluate(coconut, valid_records, valid_tok, stage, args, device, world, rank)
-        m = {"epoch": epoch + 1, "stage": stage, "train_loss": train_loss, **m, "seconds": time.time() - t0}
+            bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.2e}",
+                            tok_s=f"{tokens * world / max(elapsed, 1e-9):.0f}")
+        train_loss = loss_sum / len(batches)
+        m = evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world, rank)
+        m = {"epoch": epoch + 1, "stage": stage, "train_loss": train_loss, **m, "seconds": time.time() - t0,
+             "wall": time.time() - t_start}
         if rank == 0:
             log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {train_loss:.4f} | val loss {m['val_loss']:.4f} | "
                 f"val acc {m['val_acc']:.3f} | new tokens {m['val_new_tokens']:.1f} | {m['seconds']:.0f}s")
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
             state = {"model": coconut.model.state_dict(), "model_config": vars(coconut.model.config),
-                     "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args), "epoch": epoch,
-                     "stage": stage, "optimizer": optimizer.state_dict(),
+                     "vocab": tok.state(), "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args),
+                     "epoch": epoch, "stage": stage, "optimizer": optimizer.state_dict(),
                      "best_acc": max(best_acc, m["val_acc"]) if stage == final_stage else best_acc}
             if coconut.stop_head is not None:
                 state["stop_head"] = coconut.stop_head.state_dict()

@@ -236,3 +236,35 @@ def test_adaptive_decoding_equals_fixed_thoughts_when_the_classifier_never_or_al
         n = int(expected.lengths[b])
         assert int(got.lengths[b]) == n
         assert got.tokens[b, :n].tolist() == expected.tokens[b, :n].tolist()
+
+
+# --- a compact vocabulary is the full one with unused rows removed ------------------------------------------
+
+def test_compact_vocabulary_model_equals_the_full_model_without_its_unused_rows():
+    import data
+    from conftest import shared_file
+    full_tok = data.Tokenizer()
+    records = data.load_records(shared_file("prosqa_valid.json"))[:6]
+    compact_tok = data.Tokenizer.build("bpe", [t for r in records for t in data.record_texts(r)])
+    # compact row r is GPT-2 id used[r]: the pieces, then eos and the three Coconut tokens
+    used = torch.tensor(compact_tok.pieces + list(data.GPT2_SPECIAL))
+    full = tiny_gpt(vocab_size=data.GPT2_SPECIAL.latent + 1, block_size=512, seed=2)
+    compact = tiny_gpt(vocab_size=compact_tok.vocab_size, block_size=512, seed=3)
+    compact.load_state_dict({k: v[used] if k in ("transformer.wte.weight", "lm_head.weight") else v
+                             for k, v in full.state_dict().items()})
+
+    def batch(tok):
+        examples = [data.build_example(data.tokenize_record(tok, r), 2, "coconut", special=tok.special) for r in records]
+        return data.collate(examples, tok.eos_id, tok.special.latent)
+    b_full, b_compact = batch(full_tok), batch(compact_tok)
+    assert torch.equal(used[b_compact["input_ids"]], b_full["input_ids"])  # the same sequences, renumbered
+    s, S = compact_tok.special, data.GPT2_SPECIAL
+    out_compact = Coconut(compact, s.latent, s.start, s.end, s.eos)(**b_compact)
+    out_full = Coconut(full, S.latent, S.start, S.end, S.eos)(**b_full)
+    torch.testing.assert_close(out_compact.inputs_embeds, out_full.inputs_embeds, rtol=0, atol=0)
+    torch.testing.assert_close(out_compact.logits, out_full.logits[..., used], rtol=1e-12, atol=1e-12)
+    # the loss over the rows the data uses: the full model's logits restricted to them
+    torch.testing.assert_close(out_compact.loss, lm_loss(out_full.logits[..., used], b_compact["labels"]),
+                               rtol=1e-12, atol=1e-12)
+    lean = Coconut(compact, s.latent, s.start, s.end, s.eos)(**b_compact, return_logits=False)
+    torch.testing.assert_close(lean.loss, out_compact.loss, rtol=1e-12, atol=1e-12)

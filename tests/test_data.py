@@ -45,6 +45,43 @@ def test_special_ids_decode_by_name(tok):
     assert tok.decode(ids, skip_special=True) == "Q\n### A"
 
 
+@pytest.mark.parametrize("kind", ["bpe", "words"])
+def test_compact_vocabularies_round_trip_the_text_of_every_dataset(tok, kind):
+    texts = [t for r in real_records() for t in data.record_texts(r)]
+    compact = Tokenizer.build(kind, texts)
+    for t in texts:
+        ids = compact.encode(t)
+        assert compact.decode(ids) == t == tok.decode(tok.encode(t))
+        if kind == "bpe":  # the same BPE pieces as GPT-2's, renumbered
+            assert [compact.pieces[i] for i in ids] == tok.encode(t)
+    # pieces, then eos and the three Coconut tokens, in GPT-2's order; special rows decode by name
+    n = len(compact.pieces)
+    assert tuple(compact.special) == (n, n + 1, n + 2, n + 3) and compact.vocab_size == n + 4
+    s = compact.special
+    ids = compact.encode("Tom is a wumpus.\n") + [s.start, s.latent, s.end] + compact.encode("### Tom") + [s.eos]
+    assert compact.decode(ids) == "Tom is a wumpus.\n<|start-latent|><|latent|><|end-latent|>### Tom<|endoftext|>"
+    assert compact.decode(ids, skip_special=True) == "Tom is a wumpus.\n### Tom"
+    assert Tokenizer.from_state(compact.state()).encode(texts[0]) == compact.encode(texts[0])
+
+
+def test_a_word_vocabulary_makes_every_name_one_token_and_is_small(prosqa):
+    texts = [t for r in prosqa for t in data.record_texts(r)]
+    words, bpe, full = (Tokenizer.build(k, texts) for k in ("words", "bpe", "gpt2"))
+    names = {n for r in prosqa for n in r["idx_to_symbol"]}
+    assert all(len(words.encode(" " + n)) == 1 for n in names)
+    assert sum(len(full.encode(" " + n)) for n in names) / len(names) > 2  # BPE splits them: " bompus" = " b|omp|us"
+    assert words.vocab_size < 120 and bpe.vocab_size < 200 and full.vocab_size == 50260
+    question = prosqa[0]["question"]
+    assert len(bpe.encode(question)) == len(full.encode(question))
+    assert len(words.encode(question)) < 0.7 * len(full.encode(question))
+
+
+def test_an_unknown_word_is_named():
+    compact = Tokenizer.build("words", ["Tom is a wumpus."])
+    with pytest.raises(DataError, match="' zorpus' has no row in this words vocabulary"):
+        compact.encode("Tom is a zorpus.")
+
+
 def test_converters_match_the_reference_preprocessing():
     with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
         raw = json.load(f)

@@ -85,20 +85,21 @@ def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
         shares = [report["latent_sweep"][k][o] for o in ev.OUTCOMES]
         assert sum(shares) == pytest.approx(1.0)  # exhaustive and disjoint
     # thought probing: each thought's top tokens are the head's softmax of the fed-back hidden state
-    ckpt = train.load_checkpoint(str(tmp_path / "run"))
-    model = train.model_from_checkpoint(ckpt, "cpu").eval()
-    tok = data.Tokenizer()
+    ckpt = ev.load_checkpoint(str(tmp_path / "run"))
+    model, tok = ev.model_from_checkpoint(ckpt, "cpu")
+    model.eval()
     sample = data.tokenize_record(tok, splits["test"][0])
     probes = ev.probe_thoughts(model, tok, sample, 2, "cpu", top=3)
     assert len(probes) == 2 and all(len(p) == 3 for p in probes)
     q = len(sample["question"])
     with torch.no_grad():
-        out = model.run_thoughts(torch.tensor([sample["question"] + [data.START_LATENT_ID] + [data.LATENT_ID] * 2]))
+        out = model.run_thoughts(torch.tensor([sample["question"] + [tok.special.start] + [tok.special.latent] * 2]))
         expected = model.model.lm_head(out.hidden[0, q]).softmax(-1).max()  # thought 1 is the state at <bot>
     assert probes[0][0][1] == pytest.approx(float(expected), rel=1e-5)
     # batched equals one at a time
     records = splits["test"]
     samples = [data.tokenize_record(tok, r) for r in records]
-    rows, _ = ev.run_eval(model, ckpt["meta"], records, samples, "cpu", 16, batch_size=6)
-    singles = [ev.run_eval(model, ckpt["meta"], [r], [s], "cpu", 16, batch_size=1)[0][0] for r, s in zip(records, samples)]
+    rows, _ = ev.run_eval(model, tok, ckpt["meta"], records, samples, "cpu", 16, batch_size=6)
+    singles = [ev.run_eval(model, tok, ckpt["meta"], [r], [s], "cpu", 16, batch_size=1)[0][0]
+               for r, s in zip(records, samples)]
     assert [r["output"] for r in rows] == [r["output"] for r in singles]

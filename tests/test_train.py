@@ -1,8 +1,10 @@
-"""train.py: the stage schedule, optimizer resets, learning, exact resume, DDP, and bad input."""
+"""train.py: the stage schedule, the learning-rate schedule, bucketing, optimizer resets, exact resume, DDP."""
 
 import argparse
 import json
+import math
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import torch
 
 from conftest import ROOT
 import data
+import eval as ev
 import train
 
 TINY_FLAGS = ["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu",
@@ -35,6 +38,8 @@ def run(mini_dir, out, *extra):
         return [json.loads(line) for line in f]
 
 
+# --- schedules ---------------------------------------------------------------------------------------------
+
 def test_stage_schedule_per_method():
     args = argparse.Namespace(method="coconut", epochs_per_stage=5, max_latent_stage=6)
     assert [train.stage_for_epoch(e, args) for e in (0, 4, 5, 29, 30, 34, 35, 49)] == [0, 0, 1, 5, 6, 6, 7, 7]
@@ -45,6 +50,51 @@ def test_stage_schedule_per_method():
     assert train.stage_for_epoch(23, args) == 23
 
 
+def test_stage_lengths_may_differ_and_the_last_one_repeats():
+    args = argparse.Namespace(method="coconut", epochs_per_stage=[3, 1], max_latent_stage=3)
+    assert [train.stage_for_epoch(e, args) for e in range(8)] == [0, 0, 0, 1, 2, 3, 4, 4]
+    args.epochs_per_stage = [2, 1, 3]
+    assert [train.stage_for_epoch(e, args) for e in range(11)] == [0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4]
+
+
+def test_learning_rate_warms_up_then_decays_to_min_lr():
+    args = argparse.Namespace(lr_schedule="cosine", lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    lr = lambda step: train.learning_rate(step, 110, args)  # noqa: E731  (10 warmup + 100 decay steps)
+    assert lr(0) == pytest.approx(1e-4) and lr(4) == pytest.approx(5e-4) and lr(9) == pytest.approx(1e-3)
+    assert lr(10) == pytest.approx(1e-3)  # the peak, then half-way down the cosine after 50 more steps
+    assert lr(60) == pytest.approx(1e-4 + 0.5 * 9e-4)
+    assert lr(35) == pytest.approx(1e-4 + 0.5 * 9e-4 * (1 + math.cos(math.pi / 4)))
+    assert lr(110) == pytest.approx(1e-4) and lr(500) == pytest.approx(1e-4)
+    args.lr_schedule = "constant"
+    assert {lr(s) for s in (0, 10, 60, 109)} == {1e-3}
+
+
+def test_each_stage_restarts_the_schedule_with_its_optimizer(mini_dir, tmp_path, monkeypatch):
+    calls = []
+    real = train.learning_rate
+    monkeypatch.setattr(train, "learning_rate", lambda step, n, args: calls.append((step, n)) or real(step, n, args))
+    run(mini_dir, tmp_path / "run", "--num_epochs", "3", "--epochs_per_stage", "2", "1", "--lr_schedule",
+        "cosine", "--warmup_steps", "1")
+    # 8 samples, batches of 4: 2 steps an epoch; stage 0 spans epochs 1-2 (4 steps), stage 1 epoch 3
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (0, 2), (1, 2)]
+
+
+# --- batches -----------------------------------------------------------------------------------------------
+
+def test_bucketing_covers_every_example_once_with_less_padding():
+    tok = data.Tokenizer()
+    records = data.generate_prosqa({"train": 512}, seed=2, nodes=(6, 9), path=(2, 3))["train"]
+    samples = [data.tokenize_record(tok, r) for r in records]
+    examples = [data.build_example(s, 1, "coconut", max_latent_stage=3) for s in samples]
+
+    def padding(bucket):
+        args = argparse.Namespace(batch_size=16, bucket=bucket)
+        batches = train.example_batches(examples, args, random.Random(0), data.LATENT_ID)
+        assert sorted(i for b in batches for i in b) == list(range(512)) and len(batches) == 32
+        return sum(int((1 - data.collate([examples[i] for i in b])["attention_mask"]).sum()) for b in batches)
+    assert padding(1) < 0.5 * padding(0)
+
+
 def test_two_stage_run_rebuilds_the_optimizer_at_each_stage(mini_dir, tmp_path, monkeypatch):
     made = []
     real = torch.optim.AdamW
@@ -52,8 +102,8 @@ def test_two_stage_run_rebuilds_the_optimizer_at_each_stage(mini_dir, tmp_path, 
     metrics = run(mini_dir, tmp_path / "run", "--num_epochs", "3", "--epochs_per_stage", "2")
     assert [m["stage"] for m in metrics] == [0, 0, 1]
     assert len(made) == 2  # one per stage, not per epoch
-    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
-    assert ckpt["meta"]["method"] == "coconut" and ckpt["meta"]["special_ids"]["latent"] == data.LATENT_ID
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["meta"]["method"] == "coconut" and ckpt["vocab"]["kind"] == "words"
     assert ckpt["epoch"] == 2 and ckpt["stage"] == 1
     assert json.load(open(tmp_path / "run" / "config.json"))["max_latent_stage"] == 1
 
@@ -65,12 +115,17 @@ def test_loss_falls_when_overfitting_eight_samples(mini_dir, tmp_path):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_resume_equals_uninterrupted_bit_for_bit(mini_dir, tmp_path):
-    run(mini_dir, tmp_path / "a", "--num_epochs", "3", "--uniform_prob", "0.5")
-    run(mini_dir, tmp_path / "b", "--num_epochs", "3", "--uniform_prob", "0.5", "--stop_after_epoch", "2")
-    run(mini_dir, tmp_path / "b", "--num_epochs", "3", "--uniform_prob", "0.5", "--resume")
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+RESUMABLE = ["--num_epochs", "3", "--epochs_per_stage", "2", "1", "--uniform_prob", "0.5", "--lr_schedule", "cosine",
+             "--warmup_steps", "1"]
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])  # mid-stage (its optimizer and schedule go on), at a stage change
+def test_resume_equals_uninterrupted_bit_for_bit(mini_dir, tmp_path, stop_after):
+    run(mini_dir, tmp_path / "a", *RESUMABLE)
+    run(mini_dir, tmp_path / "b", *RESUMABLE, "--stop_after_epoch", str(stop_after))
+    run(mini_dir, tmp_path / "b", *RESUMABLE, "--resume")
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert [json.loads(l)["epoch"] for l in open(tmp_path / "b" / "metrics.jsonl")] == [1, 2, 3]
@@ -84,15 +139,15 @@ def free_port():
 
 def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(mini_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    flags = TINY_FLAGS + ["--data_dir", mini_dir, "--num_epochs", "2"]
+    flags = TINY_FLAGS + ["--data_dir", mini_dir, "--num_epochs", "2", "--lr_schedule", "cosine", "--warmup_steps", "1"]
     for cmd, out in (([sys.executable, "train.py"], "one"),
                      ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                        "127.0.0.1", "--master_port", str(free_port()), "train.py"], "two")):
         done = subprocess.run(cmd + flags + ["--out_dir", str(tmp_path / out)], cwd=ROOT, env=env,
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
-    one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)["model"]
-    two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)["model"]
+    one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
     for k in one:
         torch.testing.assert_close(one[k], two[k], rtol=1e-5, atol=1e-6, msg=k)
     m1 = [json.loads(l) for l in open(tmp_path / "one" / "metrics.jsonl")]
@@ -100,56 +155,9 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(mini_dir
     assert [m["val_acc"] for m in m1] == [m["val_acc"] for m in m2]  # validation sharded, then summed
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--dataset", "mnist"], "--dataset 'mnist'"),
-    (["--method", "magic"], "--method 'magic'"),
-    (["--c", "0"], "--c 0"),
-    (["--batch_size", "5"], "--batch_size 5 is not a multiple of --micro_batch 2"),
-    (["--max_new_tokens", "5000"], "sequences (prompt + output) exceed the model's context of 1024"),
-    (["--model", "gpt7"], "--model 'gpt7'"),
-    (["--method", "cot", "--latent_stop", "classifier"], "--latent_stop classifier: only for --method"),
-])
-def test_bad_flags_stop_before_training_with_a_clear_error(mini_dir, tmp_path, flags, message):
-    with pytest.raises(SystemExit) as e:
-        train.main(TINY_FLAGS + ["--data_dir", mini_dir, "--out_dir", str(tmp_path / "x"), *flags])
-    assert message in str(e.value)
-    assert not os.path.exists(tmp_path / "x" / "last.pt")
-
-
-def test_bad_files_and_checkpoints_are_named(mini_dir, tmp_path, monkeypatch):
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for s in ("train", "valid", "test"):
-        (bad / f"prosqa_{s}.json").write_text(open(os.path.join(mini_dir, f"prosqa_{s}.json")).read())
-    (bad / "prosqa_valid.json").write_text('[{"question": "q", "steps": [], "answer": 1}]')
-    with pytest.raises(data.DataError, match="prosqa_valid.json: record 0: field 'answer'"):
-        train.main(TINY_FLAGS + ["--data_dir", str(bad), "--out_dir", str(tmp_path / "y")])
-    monkeypatch.setattr(data, "download", lambda url, path: (_ for _ in ()).throw(ConnectionError("offline")))
-    with pytest.raises(data.DataError, match="gsm8k_train.txt is missing"):
-        train.main(TINY_FLAGS + ["--dataset", "gsm8k", "--data_dir", str(tmp_path / "none"), "--out_dir", str(tmp_path / "z")])
-    (tmp_path / "not_a_model").mkdir()
-    with pytest.raises(SystemExit, match="not_a_model: no config.json"):
-        train.main(TINY_FLAGS + ["--data_dir", mini_dir, "--out_dir", str(tmp_path / "m"),
-                                 "--model", str(tmp_path / "not_a_model")])
-    run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1")
-    with pytest.raises(SystemExit, match="trained with --method cot, not coconut"):
-        run(mini_dir, tmp_path / "cot", "--num_epochs", "2", "--resume")
-    with pytest.raises(SystemExit, match="does not exist"):
-        run(mini_dir, tmp_path / "never", "--resume")
-    before = (tmp_path / "cot" / "last.pt").read_bytes()
-    with pytest.raises(SystemExit, match="already holds a run"):  # a second run never overwrites the first
-        run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1")
-    assert (tmp_path / "cot" / "last.pt").read_bytes() == before
-    with pytest.raises(SystemExit, match="vocabulary"):
-        ckpt = torch.load(tmp_path / "cot" / "last.pt", weights_only=False)
-        ckpt["model_config"]["vocab_size"] = 100
-        torch.save(ckpt, tmp_path / "other_vocab.pt")
-        run(mini_dir, tmp_path / "w", "--init_from", str(tmp_path / "other_vocab.pt"))
-
-
 def test_checkpoints_are_written_atomically(mini_dir, tmp_path, monkeypatch):
     run(mini_dir, tmp_path / "r", "--num_epochs", "1")
-    before = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    before = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
 
     def killed_mid_save(obj, path):
         open(path, "wb").write(b"partial")
@@ -158,25 +166,45 @@ def test_checkpoints_are_written_atomically(mini_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", killed_mid_save)
     with pytest.raises(KeyboardInterrupt):
         run(mini_dir, tmp_path / "r", "--num_epochs", "2", "--resume")
-    after = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    after = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     assert after["epoch"] == before["epoch"]
+
+
+# --- checkpoints as evaluation sees them ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("vocab", ["words", "bpe"])
+def test_a_compact_checkpoint_evaluates_as_it_validated_in_training(mini_dir, tmp_path, vocab):
+    metrics = run(mini_dir, tmp_path / "run", "--num_epochs", "2", "--vocab", vocab, "--method", "cot")
+    ev.main(["--ckpt", str(tmp_path / "run" / "last.pt"), "--split", "valid"])
+    report = json.load(open(tmp_path / "run" / "eval_valid.json"))
+    assert report["summary"]["accuracy"] == metrics[-1]["val_acc"]
+    assert report["summary"]["mean_new_tokens"] == pytest.approx(metrics[-1]["val_new_tokens"])
+    # the id map travels in the checkpoint: the dataset's own vocabulary, rebuilt identically
+    texts = [t for s in ("train", "valid", "test") for r in data.load_records(os.path.join(mini_dir, f"prosqa_{s}.json"))
+             for t in data.record_texts(r)]
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["vocab"] == data.Tokenizer.build(vocab, texts).state()
+    assert ckpt["model_config"]["vocab_size"] == len(ckpt["vocab"]["pieces"]) + 4  # eos and the three Coconut rows
 
 
 def test_latent_stop_classifier_trains_saves_and_decodes(mini_dir, tmp_path):
     metrics = run(mini_dir, tmp_path / "cls", "--num_epochs", "3", "--latent_stop", "classifier",
                   "--pad_latent_to_max", "0")
     assert [m["stage"] for m in metrics] == [0, 1, 2]
-    ckpt = train.load_checkpoint(str(tmp_path / "cls" / "last.pt"))
+    ckpt = ev.load_checkpoint(str(tmp_path / "cls" / "last.pt"))
     assert ckpt["meta"]["latent_stop"] == "classifier" and "stop_head" in ckpt
-    model = train.model_from_checkpoint(ckpt, "cpu")
+    model, tok = ev.model_from_checkpoint(ckpt, "cpu")
     torch.testing.assert_close(model.stop_head.weight, ckpt["stop_head"]["weight"])
-    tok = data.Tokenizer()
     samples = [data.tokenize_record(tok, r) for r in data.load_records(os.path.join(mini_dir, "prosqa_test.json"))]
-    texts, passes = train.generate_texts(model, samples, 2, ckpt["meta"], "cpu", 24)
+    texts, passes = ev.generate_texts(model, tok, samples, 2, ckpt["meta"], "cpu", 24)
     assert len(texts) == 4 and passes >= 2
 
 
-def test_init_from_a_cot_checkpoint_skips_stage_zero(mini_dir, tmp_path):
-    run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1")
-    metrics = run(mini_dir, tmp_path / "coco", "--num_epochs", "3", "--init_from", str(tmp_path / "cot"))
-    assert [(m["epoch"], m["stage"]) for m in metrics] == [(2, 1), (3, 2)]
+def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mini_dir, tmp_path):
+    run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1", "--epochs_per_stage", "2")
+    metrics = run(mini_dir, tmp_path / "coco", "--num_epochs", "4", "--epochs_per_stage", "2", "1",
+                  "--init_from", str(tmp_path / "cot"))
+    assert [(m["epoch"], m["stage"]) for m in metrics] == [(3, 1), (4, 2)]
+    cot = torch.load(tmp_path / "cot" / "last.pt", weights_only=True)
+    coco = torch.load(tmp_path / "coco" / "last.pt", weights_only=True)
+    assert coco["vocab"] == cot["vocab"]
