@@ -61,6 +61,22 @@ VOCABS = ("gpt2", "bpe", "words")
 WORD_PATTERN = re.compile(r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
 
 
+def split_words(text):
+    """Words without their leading space: " Tom" (inside a question) and "Tom" (starting a step) are one word."""
+    return [u[1:] if len(u) > 1 and u[0] == " " and not u[1].isspace() else u for u in WORD_PATTERN.findall(text)]
+
+
+def join_words(words):
+    """The inverse of split_words for text spaced as ProsQA's and ProntoQA's: one space before each word that
+    starts with a letter or digit, except at the start of a line."""
+    out = []
+    for i, w in enumerate(words):
+        if i and w[:1].isalnum() and not out[-1][-1:].isspace():
+            out.append(" ")
+        out.append(w)
+    return "".join(out)
+
+
 def gpt2_encoding():
     import tiktoken
     repo_cache = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shared", "tiktoken")
@@ -79,8 +95,10 @@ class Tokenizer:
     - "gpt2": GPT-2's BPE ids as released, then the three Coconut tokens: 50,260 rows (a pretrained GPT-2).
     - "bpe": the same BPE pieces, but a row only for those in `pieces` (the GPT-2 ids of the dataset). A
       128-wide model from scratch spends most of its compute on a 50,257-row output head; ProsQA uses ~100.
-    - "words": one row per word of GPT-2's pre-tokenizer (" shumpus", ".", "\n"), so every name is one token
-      and a ProsQA-mini question 53 tokens instead of 81.
+    - "words": one row per word of GPT-2's pre-tokenizer, its leading space dropped ("Tom", "shumpus", ".",
+      "\n"): every name is one token, the same inside a question and at the start of a step, and a ProsQA-mini
+      question 53 tokens instead of 81. Spaces are put back by rule (join_words); a text spaced otherwise
+      (GSM8k's "<<4-2=2>>") cannot be represented, which building the vocabulary reports.
     A compact vocabulary lists its pieces, then eos and the three Coconut tokens, in GPT-2's order. The
     model, the thought loop and the curriculum only see row ids; `state()` goes into checkpoints.
     """
@@ -108,7 +126,11 @@ class Tokenizer:
         if kind == "bpe":
             enc = gpt2_encoding()
             return cls("bpe", sorted({i for t in texts for i in enc.encode_ordinary(t)}))
-        return cls("words", sorted({w for t in texts for w in WORD_PATTERN.findall(t)}))
+        for t in texts:
+            if join_words(split_words(t)) != t:
+                raise DataError(f"--vocab words: {t[:60]!r} is not spaced as words are rejoined (one space "
+                                "before each word, none before punctuation); use --vocab bpe")
+        return cls("words", sorted({w for t in texts for w in split_words(t)}))
 
     @classmethod
     def from_state(cls, state):
@@ -131,7 +153,7 @@ class Tokenizer:
     def encode(self, text):
         if self.kind == "gpt2":
             return self.enc.encode_ordinary(text)
-        units = self.enc.encode_ordinary(text) if self.kind == "bpe" else WORD_PATTERN.findall(text)
+        units = self.enc.encode_ordinary(text) if self.kind == "bpe" else split_words(text)
         try:
             return [self.row_of[u] for u in units]
         except KeyError as e:
@@ -159,7 +181,7 @@ class Tokenizer:
             return self.enc.decode(rows)
         if self.kind == "bpe":
             return self.enc.decode([self.pieces[r] for r in rows])
-        return "".join(self.pieces[r] for r in rows)
+        return join_words([self.pieces[r] for r in rows])
 
 
 # ----------------------------------------------------------------------------------------------------------

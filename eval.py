@@ -75,7 +75,7 @@ def load_checkpoint(path):
         if "Unsupported global" in str(e) or zipfile.is_zipfile(path):
             fail(f"{path}: refused: it holds pickled Python objects that could run code when loaded; our "
                  "checkpoints hold only tensors, numbers, strings, lists and dicts")
-        fail(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})")
+        fail(f"{path}: not a PyTorch checkpoint (not an archive written by torch.save)")
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         fail(f"{path}: truncated or corrupt, not a readable checkpoint ({str(e).splitlines()[0]})")
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
@@ -185,6 +185,8 @@ def classify(record, text, n_latents=0):
         if not chain:
             chain.append(src)
         chain.append(index[dst])
+    if not chain:
+        return "Hallucination"  # written text, but not one step in it
     start, end = chain[0], chain[-1]
     reach = data.bfs(children, root)[0]
     if start != root and (start not in reach or n_latents == 0):

@@ -63,6 +63,7 @@ def get_args(argv=None):
     p.add_argument("--warmup_steps", type=int, default=None, help="--lr_schedule cosine: warmup after each reset")
     p.add_argument("--min_lr", type=float, default=0.0, help="--lr_schedule cosine: the rate at each stage's end")
     p.add_argument("--weight_decay", type=float, default=0.01)
+    p.add_argument("--grad_clip", type=float, default=None, help="clip the gradient norm (0: off, as the paper's)")
     p.add_argument("--batch_size", type=int, default=None, help="effective batch (paper: 128)")
     p.add_argument("--micro_batch", type=int, default=None, help="per device per step; the rest is accumulation")
     p.add_argument("--bucket", type=int, default=1, help="batch samples of similar length (less padding)")
@@ -91,8 +92,10 @@ def get_args(argv=None):
     return p.parse_args(argv)
 
 
-def resolve(args, device, log):
-    """Fill unset flags: the paper's recipe, or the laptop recipe when the model is the tiny one."""
+def resolve(args, device):
+    """Fill unset flags: the paper's recipe, or the laptop recipe when the model is the tiny one. Returns the
+    notes to show once every flag has been checked."""
+    notes = []
     if args.dataset not in data.DATASETS:
         fail(f"--dataset {args.dataset!r}: expected one of {', '.join(data.DATASETS)}")
     if args.method not in data.METHODS:
@@ -100,19 +103,19 @@ def resolve(args, device, log):
     if args.model == "auto":
         if device == "cpu":
             args.model = "tiny"
-            log("model: tiny (a 4-layer GPT-2-shaped model from scratch), since no GPU is present; the paper's "
-                "setup is --model gpt2 on a GPU")
+            notes.append("model: tiny (a GPT-2-shaped model from scratch), since no GPU is present; the paper's "
+                         "setup is --model gpt2 on a GPU")
         else:
             try:
                 download_gpt2("gpt2")
                 args.model = "gpt2"
             except ConnectionError as e:
                 args.model = "tiny"
-                log(f"model: tiny, since GPT-2's weights could not be fetched ({e}); --model gpt2 needs them")
+                notes.append(f"model: tiny, since GPT-2's weights could not be fetched ({e}); --model gpt2 needs them")
     if args.model not in ("tiny", *HF_REPOS) and not os.path.isdir(args.model):
         fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(HF_REPOS)} or a Hugging Face folder")
     laptop = args.model == "tiny" and args.dataset == "prosqa" and args.data_dir is None
-    recipe = dict(PAPER[args.dataset], lr=1e-4, lr_schedule="constant", warmup_steps=0, batch_size=128,
+    recipe = dict(PAPER[args.dataset], lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, batch_size=128,
                   micro_batch=32 if device != "cpu" else 8)
     if laptop:
         recipe.update(LAPTOP)
@@ -125,14 +128,14 @@ def resolve(args, device, log):
     if laptop:
         args.data_dir = (f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}"
                          f"-{args.train_size}-s{args.seed}")
-        log(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-{args.path[1]} "
-            f"steps) from data.py's generator in {args.data_dir}, {args.train_size} training samples: a laptop "
-            "recipe; the paper's ProsQA is --model gpt2 --data_dir data")
+        notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"
+                     f"{args.path[1]} steps) from data.py's generator in {args.data_dir}, {args.train_size} training "
+                     "samples: a laptop recipe; the paper's ProsQA is --model gpt2 --data_dir data")
     if args.start_epoch is None:
         args.start_epoch = args.epochs_per_stage[0] if args.init_from else 0
     args.data_dir = args.data_dir or "data"
     args.out_dir = args.out_dir or os.path.join("out", f"{args.dataset}-{args.method}-c{args.c}")
-    return args
+    return notes
 
 
 def check_args(args, world):
@@ -154,6 +157,7 @@ def check_args(args, world):
     need(0 <= args.min_lr <= args.lr, "--min_lr", args.min_lr, f"must be from 0 to --lr ({args.lr})")
     need(args.warmup_steps >= 0, "--warmup_steps", args.warmup_steps, "must be 0 or more")
     need(args.weight_decay >= 0, "--weight_decay", args.weight_decay, "must be 0 or more")
+    need(args.grad_clip >= 0, "--grad_clip", args.grad_clip, "must be 0 (off) or more")
     for flag in ("pad_latent_to_max", "bf16", "bucket"):
         need(getattr(args, flag) in (0, 1), f"--{flag}", getattr(args, flag), "0 or 1")
     need(args.n_embd % args.n_head == 0, "--n_head", args.n_head, f"must divide --n_embd {args.n_embd}")
@@ -341,8 +345,10 @@ def main(argv=None):
         rank, world, device = 0, 1, None
     log = print if rank == 0 else (lambda *a, **k: None)
     device = device or pick_device(args.device)
-    args = resolve(args, device, log)
+    notes = resolve(args, device)
     check_args(args, world)
+    for note in notes:
+        log(note)
 
     # Every input is read and checked before anything is written to the run folder.
     last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
@@ -427,6 +433,8 @@ def main(argv=None):
                     (out.loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
                 loss_sum += float(out.loss.detach()) / len(micro)
                 tokens += int(batch["attention_mask"].sum())
+            if args.grad_clip:
+                torch.nn.utils.clip_grad_norm_(coconut.parameters(), args.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

@@ -32,6 +32,7 @@ GRAPH = {"idx_to_symbol": ["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scr
     ("Every e is a scrompus.\n### Tom is a scrompus.", 1, "Hallucination"),  # e is not reachable from Tom
     ("Every c is a lempus.\n### Tom is a lempus.", 0, "Hallucination"),  # without thoughts it must start at Tom
     ("Every d is a b.\n### Tom is a b.", 1, "Wrong Target"),
+    (". .\n### Tom is a lempus.", 0, "Hallucination"),  # written text without a single step
 ])
 def test_outcome_classes(text, k, expected):
     assert ev.classify(GRAPH, text, k) == expected
