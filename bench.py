@@ -43,11 +43,12 @@ def training_batch(records, tok, batch_size, device):
 
 
 def time_steps(coconut, batch, reps, device):
+    """Seconds per training step (forward+backward), after one warm-up step (where torch.compile compiles)."""
     def step():
         out = coconut(**batch, return_logits=False)
         out.loss.backward()
         coconut.zero_grad(set_to_none=True)
-    step()  # warm-up
+    step()
     sync(device)
     t = time.perf_counter()
     for _ in range(reps):
@@ -74,16 +75,24 @@ def generate_uncached_batch1(coconut, prompt, max_new_tokens):
     return out
 
 
-def step_ratio(shape, records, tok, device, reps, batch_size):
+def step_ratio(shape, records, tok, device, reps, batch_size, compiled=False):
+    """(Coconut step / plain step, plain seconds, Coconut seconds, batch shape, seconds spent compiling)."""
     batch = training_batch(records, tok, batch_size, device)
     coconut = make_model(shape, device)
+    if compiled:
+        coconut.model.compile(dynamic=True)  # train.py --compile 1
     # the same tokens in one pass: thought slots keep their embedding (pause-as-thought)
     plain = Coconut(coconut.model, LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID, pause_as_thought=True)
+    t = time.perf_counter()
+    for m in (plain, coconut):  # the first call of each shape compiles
+        m(**batch, return_logits=False).loss.backward()
+    sync(device)
+    t_compile = time.perf_counter() - t
     t_plain, t_coconut = [], []
     for _ in range(2):  # interleaved, best of: noise on a shared machine only ever adds time
         t_plain.append(time_steps(plain, batch, reps, device))
         t_coconut.append(time_steps(coconut, batch, reps, device))
-    return min(t_coconut) / min(t_plain), min(t_plain), min(t_coconut), batch["input_ids"].shape
+    return min(t_coconut) / min(t_plain), min(t_plain), min(t_coconut), batch["input_ids"].shape, t_compile
 
 
 def peak_memory(shape, device, batch_size):
@@ -118,7 +127,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--questions", type=int, default=64)
     p.add_argument("--max_new_tokens", type=int, default=32)
+    p.add_argument("--compile", type=int, default=0, help="1: also time the steps with the GPT torch.compile'd")
     args = p.parse_args(argv)
+    if args.compile not in (0, 1):
+        raise SystemExit(f"error: --compile {args.compile}: 0 or 1")
     for flag in ("questions", "max_new_tokens"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag} {getattr(args, flag)}: must be at least 1")
@@ -133,13 +145,18 @@ def main(argv=None):
     reps = 1 if args.quick else 2
     rows = []
     for shape, bs in (("tiny", 16), ("gpt2-124M", 8 if args.device == "cpu" else 32)):
-        ratio, t_plain, t_coco, dims = step_ratio(shape, records, tok, args.device, reps, bs)
+        ratio, t_plain, t_coco, dims, _ = step_ratio(shape, records, tok, args.device, reps, bs)
         mem = peak_memory(shape, args.device, bs)
         rows.append((shape, ratio, t_plain, t_coco, dims, mem))
+        if args.compile:
+            c_ratio, c_plain, c_coco, _, t_compile = step_ratio(shape, records, tok, args.device, reps, bs, True)
+            rows.append((f"{shape}, compiled ({t_compile:.0f} s to compile)", c_ratio, c_plain, c_coco, dims, None))
     print("\n| shape | batch x tokens | plain fwd+bwd (s) | Coconut 6 thoughts (s) | ratio | peak MB |")
     print("|---|---|---|---|---|---|")
     for shape, ratio, t_plain, t_coco, dims, mem in rows:
-        print(f"| {shape} | {dims[0]} x {dims[1]} | {t_plain:.3f} | {t_coco:.3f} | {ratio:.2f} | {mem:.0f} |")
+        print(f"| {shape} | {dims[0]} x {dims[1]} | {t_plain:.3f} | {t_coco:.3f} | {ratio:.2f} | "
+              f"{'' if mem is None else f'{mem:.0f}'} |")
+    rows = [r for r in rows if r[5] is not None]  # the eager rows, for the summary line
 
     # Generation: batched + cached vs batch-1 + uncached, same answers
     n = 16 if args.quick else args.questions

@@ -78,6 +78,8 @@ def get_args(argv=None):
                    help="first epoch to train; with --init_from it defaults to the length of stage 0: the "
                         "checkpoint already is stage 0 (the paper's GSM8k recipe)")
     p.add_argument("--bf16", type=int, default=1, help="bf16 autocast on CUDA (0: fp32, as the reference's configs)")
+    p.add_argument("--compile", type=int, default=0, help="torch.compile the GPT (nanoGPT's switch; bench.py "
+                   "--compile measures what it buys)")
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best available)")
     p.add_argument("--data_dir", default=None, help="where <dataset>_{train,valid,test}.json live")
     p.add_argument("--train_size", type=int, default=None, help="use the first N training records")
@@ -158,7 +160,7 @@ def check_args(args, world):
     need(args.warmup_steps >= 0, "--warmup_steps", args.warmup_steps, "must be 0 or more")
     need(args.weight_decay >= 0, "--weight_decay", args.weight_decay, "must be 0 or more")
     need(args.grad_clip >= 0, "--grad_clip", args.grad_clip, "must be 0 (off) or more")
-    for flag in ("pad_latent_to_max", "bf16", "bucket"):
+    for flag in ("pad_latent_to_max", "bf16", "bucket", "compile"):
         need(getattr(args, flag) in (0, 1), f"--{flag}", getattr(args, flag), "0 or 1")
     need(args.n_embd % args.n_head == 0, "--n_head", args.n_head, f"must divide --n_embd {args.n_embd}")
     need(args.batch_size % (args.micro_batch * world) == 0, "--batch_size", args.batch_size,
@@ -374,6 +376,8 @@ def main(argv=None):
         load_weights(coconut, init)
     if resumed:
         load_weights(coconut, resumed)
+    if args.compile:  # compiles the forward in place: parameters, state_dict and the thought loop are unchanged
+        coconut.model.compile(dynamic=True)
     # sequences longer than the context are an error before training starts
     stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
     final_stage = stages[-1]
