@@ -34,10 +34,11 @@ PAPER = {
 # A CPU with no network: a small model from scratch on ProsQA-mini (smaller graphs from our generator),
 # so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: README, "The laptop recipe".
 # Flags given explicitly still win.
-LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=8000, val_size=200, test_size=500, c=1, max_latent_stage=3,
-              epochs_per_stage=[1], num_epochs=5, batch_size=32, micro_batch=32, lr=1e-3, lr_schedule="cosine",
-              warmup_steps=20, max_new_tokens=48)
-TINY = dict(n_layer=4, n_head=4, n_embd=128, block_size=1024)  # --model tiny; sizes overridable by flags
+LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=20000, val_size=200, c=1, max_latent_stage=2,
+              epochs_per_stage=[3, 1], num_epochs=8, uniform_prob=0.3, batch_size=8, micro_batch=8, lr=1.5e-3,
+              lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
+LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses the first N validation records
+TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny; sizes overridable by flags
 FEEDBACK_METHODS = ("coconut", "no-curriculum")  # thoughts receive hidden states
 BUCKET_POOL = 64  # --bucket: batches are cut from pools of this many batches' worth of length-sorted samples
 
@@ -53,7 +54,8 @@ def get_args(argv=None):
                         "three epochs, every later stage one)")
     p.add_argument("--num_epochs", type=int, default=None)
     p.add_argument("--pad_latent_to_max", type=int, default=1, help="past the last stage keep max_stage*c thoughts")
-    p.add_argument("--uniform_prob", type=float, default=0.0, help="probability of a random stage per sample")
+    p.add_argument("--uniform_prob", type=float, default=None,
+                   help="probability of a random stage per sample (0.3: the §5 analysis model)")
     p.add_argument("--latent_stop", default="fixed", choices=("fixed", "classifier"),
                    help="leave latent mode after a fixed number of thoughts, or when a trained classifier says so")
     p.add_argument("--icot_tokens_per_stage", type=int, default=8, help="--method icot: tokens removed per epoch")
@@ -73,6 +75,8 @@ def get_args(argv=None):
     p.add_argument("--n_layer", type=int, default=TINY["n_layer"], help="--model tiny: layers")
     p.add_argument("--n_embd", type=int, default=TINY["n_embd"], help="--model tiny: width")
     p.add_argument("--n_head", type=int, default=TINY["n_head"], help="--model tiny: attention heads")
+    p.add_argument("--init_std", type=float, default=None, help="--model tiny: std of the initial weights "
+                   "(GPT-2's 0.02 is tuned for width 768)")
     p.add_argument("--init_from", default=None, help="a checkpoint (.pt or run folder) to start from, e.g. CoT")
     p.add_argument("--start_epoch", type=int, default=None,
                    help="first epoch to train; with --init_from it defaults to the length of stage 0: the "
@@ -117,7 +121,8 @@ def resolve(args, device):
     if args.model not in ("tiny", *HF_REPOS) and not os.path.isdir(args.model):
         fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(HF_REPOS)} or a Hugging Face folder")
     laptop = args.model == "tiny" and args.dataset == "prosqa" and args.data_dir is None
-    recipe = dict(PAPER[args.dataset], lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, batch_size=128,
+    recipe = dict(PAPER[args.dataset], lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, init_std=0.02,
+                  uniform_prob=0.0, batch_size=128,
                   micro_batch=32 if device != "cpu" else 8)
     if laptop:
         recipe.update(LAPTOP)
@@ -159,6 +164,7 @@ def check_args(args, world):
     need(0 <= args.min_lr <= args.lr, "--min_lr", args.min_lr, f"must be from 0 to --lr ({args.lr})")
     need(args.warmup_steps >= 0, "--warmup_steps", args.warmup_steps, "must be 0 or more")
     need(args.weight_decay >= 0, "--weight_decay", args.weight_decay, "must be 0 or more")
+    need(args.init_std > 0, "--init_std", args.init_std, "must be greater than 0")
     need(args.grad_clip >= 0, "--grad_clip", args.grad_clip, "must be 0 (off) or more")
     for flag in ("pad_latent_to_max", "bf16", "bucket", "compile"):
         need(getattr(args, flag) in (0, 1), f"--{flag}", getattr(args, flag), "0 or 1")
@@ -222,7 +228,8 @@ def load_splits(args, log):
     vocabulary holds every word of the dataset, so a name seen only in a question it is later asked gets a
     row (untrained) instead of failing."""
     if args.generated_data and not os.path.exists(os.path.join(args.data_dir, "prosqa_test.json")):
-        sizes = {"train": args.train_size, "valid": args.val_size, "test": LAPTOP["test_size"]}
+        # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
+        sizes = {"train": args.train_size, **LAPTOP_HELD_OUT}
         for s, records in data.generate_prosqa(sizes, args.seed, tuple(args.nodes), tuple(args.path)).items():
             data.write_json_atomic(records, os.path.join(args.data_dir, f"prosqa_{s}.json"))
     paths = data.ensure_dataset(args.dataset, args.data_dir, notice=log)
@@ -237,7 +244,7 @@ def build_model(args, tok, device):
     if args.model == "tiny":
         torch.manual_seed(args.seed)
         gpt = GPT(GPTConfig(vocab_size=tok.vocab_size - 3, block_size=TINY["block_size"], n_layer=args.n_layer,
-                            n_head=args.n_head, n_embd=args.n_embd))
+                            n_head=args.n_head, n_embd=args.n_embd, init_std=args.init_std))
     else:
         try:
             gpt = GPT.from_pretrained(args.model)

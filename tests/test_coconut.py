@@ -1,5 +1,8 @@
 """coconut.py: the continuous-thought loop equals its definition, recomputed the slow way."""
 
+import copy
+import shutil
+
 import pytest
 import torch
 
@@ -268,3 +271,21 @@ def test_compact_vocabulary_model_equals_the_full_model_without_its_unused_rows(
                                rtol=1e-12, atol=1e-12)
     lean = Coconut(compact, s.latent, s.start, s.end, s.eos)(**b_compact, return_logits=False)
     torch.testing.assert_close(lean.loss, out_compact.loss, rtol=1e-12, atol=1e-12)
+
+
+# --- torch.compile (train.py --compile) ---------------------------------------------------------------------
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler; none on PATH")
+def test_the_compiled_model_equals_eager_in_loss_and_gradients(mixed_batch):
+    _, batch, _ = mixed_batch
+    eager = tiny_gpt(vocab_size=V)
+    compiled = copy.deepcopy(eager)
+    compiled.compile(dynamic=True)  # what --compile 1 does: the forward compiled in place
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints are unchanged
+    out_eager = Coconut(eager, LATENT, START, END, EOS)(**batch, return_logits=False)
+    out_compiled = Coconut(compiled, LATENT, START, END, EOS)(**batch, return_logits=False)
+    torch.testing.assert_close(out_compiled.loss, out_eager.loss, rtol=1e-10, atol=1e-12)
+    g_eager, g_compiled = gradients(eager, out_eager.loss), gradients(compiled, out_compiled.loss)
+    for n in g_eager:
+        torch.testing.assert_close(g_compiled[n], g_eager[n], rtol=1e-8, atol=1e-10, msg=n)
