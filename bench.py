@@ -9,11 +9,14 @@
    way) on 64 ProsQA questions: the answers must be identical. Target >= 10x.
 3. Peak memory of a training step at both shapes (resident set size of a fresh process on CPU; CUDA's
    allocator peak on a GPU).
+4. Padding: the share of pad positions in one epoch of the laptop recipe's batches (ProsQA-mini, words
+   vocabulary, CoT and Coconut's last stage), with and without train.py's --bucket.
 Ratios, not seconds: machines are noisy, ratios hold.
 """
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 import time
@@ -21,12 +24,13 @@ import time
 import torch
 
 import data
+import train  # the laptop recipe and its batching, measured exactly as a run does it
 from coconut import Coconut
 from model import GPT, GPTConfig
 
 EOS_ID, START_LATENT_ID, END_LATENT_ID, LATENT_ID = data.GPT2_SPECIAL
 
-SHAPES = {"tiny": dict(n_layer=4, n_head=4, n_embd=128), "gpt2-124M": dict(n_layer=12, n_head=12, n_embd=768)}
+SHAPES = {"tiny": dict(n_layer=4, n_head=8, n_embd=128), "gpt2-124M": dict(n_layer=12, n_head=12, n_embd=768)}
 
 
 def make_model(shape, device, pause=False):
@@ -109,6 +113,18 @@ def peak_memory(shape, device, batch_size):
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def padding_share(batch_size, stage, bucket, n_records=2048):
+    """Share of pad positions over one epoch of train.py's batches of ProsQA-mini (the laptop recipe)."""
+    records = data.generate_prosqa({"train": n_records}, 0, train.LAPTOP["nodes"], train.LAPTOP["path"])["train"]
+    tok = data.Tokenizer.build("words", [t for r in records for t in data.record_texts(r)])
+    examples = [data.build_example(data.tokenize_record(tok, r), stage, "coconut", 1, train.LAPTOP["max_latent_stage"],
+                                   special=tok.special) for r in records]
+    args = argparse.Namespace(batch_size=batch_size, bucket=bucket)
+    masks = [data.collate([examples[i] for i in b], tok.eos_id, tok.special.latent)["attention_mask"]
+             for b in train.example_batches(examples, args, random.Random(0), tok.special.latent)]
+    return 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+
 def prosqa_path():
     for p in ("data/prosqa_valid.json", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared",
                                                       "data", "prosqa_valid.json")):
@@ -179,6 +195,13 @@ def main(argv=None):
     print(f"| batch-1, whole prefix per token (reference) | {t_ref:.2f} |")
     print(f"| batched, key/value cache (ours) | {t_batched:.2f} |")
     print(f"| speed-up | {speedup:.1f}x (answers identical: {identical}) |")
+
+    print("\n| padding share (ProsQA-mini, words vocabulary) | batch 8 | batch 32 |")
+    print("|---|---|---|")
+    for stage, name in ((0, "stage 0 (CoT)"), (train.LAPTOP["max_latent_stage"] + 1, "last stage (thoughts)")):
+        for bucket in (0, 1):
+            shares = [padding_share(bs, stage, bucket) for bs in (8, 32)]
+            print(f"| {name}, --bucket {bucket} | {shares[0]:.1%} | {shares[1]:.1%} |")
     gpt2 = rows[1]
     print(f"\nstep ratio {rows[0][1]:.2f} (tiny) {gpt2[1]:.2f} (gpt2) | generate speedup {speedup:.1f}x"
           f"{'' if identical else ' (ANSWERS DIFFER)'} | peak MB {rows[0][5]:.0f} (tiny) {gpt2[5]:.0f} (gpt2)")

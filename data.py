@@ -743,6 +743,8 @@ def main(argv=None):
     for s in SPLITS:
         if getattr(args, s) is not None and getattr(args, s) < 1:
             raise DataError(f"--{s} {getattr(args, s)}: a split holds at least 1 record")
+    if os.path.isfile(args.out):
+        raise DataError(f"--out {args.out}: is a file, not a folder")
     if args.stats:
         if args.dataset != "prosqa" or args.generate:
             raise DataError("--stats: only for prosqa, and not with --generate (which prints them itself)")

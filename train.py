@@ -35,7 +35,7 @@ PAPER = {
 # so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: README, "The laptop recipe".
 # Flags given explicitly still win.
 LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=20000, val_size=200, c=1, max_latent_stage=2,
-              epochs_per_stage=[3, 1], num_epochs=8, uniform_prob=0.3, batch_size=8, micro_batch=8, lr=1.5e-3,
+              epochs_per_stage=[3, 1], num_epochs=8, batch_size=8, micro_batch=8, lr=1.5e-3,
               lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
 LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses the first N validation records
 TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny; sizes overridable by flags

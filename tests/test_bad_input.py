@@ -118,6 +118,13 @@ def test_eval_needs_a_checkpoint_or_runs():
     assert refused(ev.main, []) == "error: --ckpt (none): give at least one run folder or .pt (or --curves RUN...)"
 
 
+def test_curves_need_a_plot_folder_and_run_folders(tmp_path):
+    assert refused(ev.main, ["--curves", str(tmp_path)]) == f"error: --curves {tmp_path}: needs --plot DIR"
+    assert refused(ev.main, ["--curves", str(tmp_path), "--plot", str(tmp_path / "figs")]) == (
+        f"error: --curves {tmp_path}: no metrics.jsonl in this folder")
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("flags,line", [
     (["--questions", "0"], "error: --questions 0: must be at least 1"),
     (["--max_new_tokens", "0"], "error: --max_new_tokens 0: must be at least 1"),
@@ -215,6 +222,13 @@ def test_malformed_data_files_are_named_and_nothing_is_written(mini_dir, tmp_pat
     with pytest.raises(data.DataError, match=r"prosqa_stats.json: not valid JSON"):
         (tmp_path / "prosqa_stats.json").write_text("[{")
         data.main(["prosqa", "--stats", str(tmp_path / "prosqa_stats.json")])
+
+
+def test_data_out_must_be_a_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(data.DataError, match=r"^--out .*notes.txt: is a file, not a folder$"):
+        data.main(["prosqa", "--generate", "--train", "5", "--out", str(tmp_path / "notes.txt")])
+    assert os.listdir(tmp_path) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_an_existing_run_is_never_overwritten(mini_dir, good_ckpt):

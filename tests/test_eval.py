@@ -104,3 +104,18 @@ def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
     singles = [ev.run_eval(model, tok, ckpt["meta"], [r], [s], "cpu", 16, batch_size=1)[0][0]
                for r, s in zip(records, samples)]
     assert [r["output"] for r in rows] == [r["output"] for r in singles]
+
+
+def test_learning_curves_plot_every_run_with_its_stage_changes(tmp_path, monkeypatch):
+    runs = {"coconut": [0, 0, 1, 2, 3], "cot": [0, 0, 0, 0, 0]}
+    for method, stages in runs.items():
+        os.makedirs(tmp_path / method)
+        (tmp_path / method / "config.json").write_text(json.dumps({"method": method}))
+        (tmp_path / method / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e + 1, "stage": s, "val_acc": 0.1 * e}) + "\n" for e, s in enumerate(stages)))
+    plotted = []
+    import matplotlib.axes
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", lambda self, x, **kw: plotted.append(x))
+    ev.main(["--curves", str(tmp_path / "coconut"), str(tmp_path / "cot"), "--plot", str(tmp_path / "figs")])
+    assert os.listdir(tmp_path / "figs") == ["learning_curves.png"]
+    assert plotted == [2.5, 3.5, 4.5]  # between the epochs where Coconut's stage changes; CoT has none

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_gpt
-from model import GPT, read_safetensors, write_safetensors, build_attn_mask
+from model import GPT, GPTConfig, read_safetensors, write_safetensors, build_attn_mask
 
 
 def test_token_ids_alone_give_logits_for_every_position():
@@ -88,6 +88,21 @@ def test_gradients_flow_through_the_cache():
     second.logits.sum().backward()
     # positions 0-2 only reach the second call's logits through the keys/values cached by the first
     assert model.transformer.wpe.weight.grad[:3].abs().sum() > 0
+
+
+@pytest.mark.parametrize("init_std", [0.02, 0.1])
+def test_init_std_scales_every_initial_weight_and_the_residual_projections_by_depth(init_std):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=512, block_size=256, n_layer=2, n_head=4, n_embd=128, init_std=init_std))
+    for name, p in model.named_parameters():
+        if name.endswith("c_proj.weight"):  # GPT-2: 1/sqrt(2 * n_layer) on what is added to the residual stream
+            assert p.std().item() == pytest.approx(init_std / 2, rel=0.05), name
+        elif p.dim() == 2:  # embeddings and the other linear weights
+            assert p.std().item() == pytest.approx(init_std, rel=0.05), name
+        elif name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+            assert torch.equal(p, torch.ones_like(p)), name
+        else:  # biases
+            assert torch.equal(p, torch.zeros_like(p)), name
 
 
 def test_add_token_rows_copies_the_init_row_and_keeps_head_tied():
