@@ -16,6 +16,23 @@ SHARED_DATA = os.path.join(SHARED, "data")
 from model import GPT, GPTConfig  # noqa: E402
 
 
+# A one-layer tiny model and a curriculum of one latent stage: train.py end to end in seconds.
+TINY_FLAGS = ["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu",
+              "--c", "1", "--max_latent_stage", "1", "--epochs_per_stage", "1", "--batch_size", "4",
+              "--micro_batch", "2", "--max_new_tokens", "24", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def mini_dir(tmp_path_factory):
+    """A few small generated ProsQA records, written as a dataset folder."""
+    import data
+    folder = tmp_path_factory.mktemp("prosqa")
+    splits = data.generate_prosqa({"train": 8, "valid": 4, "test": 4}, seed=1, nodes=(6, 7), path=(2, 2))
+    for s, records in splits.items():
+        data.write_json_atomic(records, str(folder / f"prosqa_{s}.json"))
+    return str(folder)
+
+
 def shared_file(name):
     path = os.path.join(SHARED_DATA, name)
     if not os.path.exists(path):

@@ -1,6 +1,5 @@
 """Bad input: every flag and file is checked before any work, fails with one line naming it, and leaves no trace."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -9,23 +8,12 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY_FLAGS
 import data
 import eval as ev
 import train
 
-TINY = ["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", "--c", "1",
-        "--max_latent_stage", "1", "--epochs_per_stage", "1", "--batch_size", "4", "--micro_batch", "2",
-        "--max_new_tokens", "24", "--lr", "1e-3", "--num_epochs", "1"]
-
-
-@pytest.fixture(scope="module")
-def mini_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("prosqa")
-    splits = data.generate_prosqa({"train": 8, "valid": 4, "test": 4}, seed=1, nodes=(6, 7), path=(2, 2))
-    for s, records in splits.items():
-        data.write_json_atomic(records, str(folder / f"prosqa_{s}.json"))
-    return str(folder)
+TINY = TINY_FLAGS + ["--num_epochs", "1"]
 
 
 @pytest.fixture(scope="module")

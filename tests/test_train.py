@@ -12,24 +12,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY_FLAGS
 import data
 import eval as ev
 import train
-
-TINY_FLAGS = ["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu",
-              "--c", "1", "--max_latent_stage", "1", "--epochs_per_stage", "1", "--batch_size", "4",
-              "--micro_batch", "2", "--max_new_tokens", "24", "--lr", "1e-3"]
-
-
-@pytest.fixture(scope="module")
-def mini_dir(tmp_path_factory):
-    """A few small generated ProsQA records, written as a dataset folder."""
-    folder = tmp_path_factory.mktemp("prosqa")
-    splits = data.generate_prosqa({"train": 8, "valid": 4, "test": 4}, seed=1, nodes=(6, 7), path=(2, 2))
-    for s, records in splits.items():
-        data.write_json_atomic(records, str(folder / f"prosqa_{s}.json"))
-    return str(folder)
 
 
 def run(mini_dir, out, *extra):
