@@ -304,7 +304,8 @@ def get_args(argv=None):
     need(args.plot is None or not os.path.isfile(args.plot), "--plot", args.plot, "is a file, not a folder")
     need(args.curves is None or args.plot, "--curves", " ".join(args.curves or []), "needs --plot DIR")
     for run in args.curves or []:
-        need(os.path.isfile(os.path.join(run, "metrics.jsonl")), "--curves", run, "no metrics.jsonl in this folder")
+        for name in ("metrics.jsonl", "config.json"):  # what train.py writes into every run folder
+            need(os.path.isfile(os.path.join(run, name)), "--curves", run, f"no {name} in this folder")
     return args
 
 

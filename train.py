@@ -276,7 +276,8 @@ def save_atomic(obj, path):
 def example_batches(examples, args, rng, latent_id):
     """Each optimizer step's global batch (indices into examples), shuffled. With --bucket, samples of
     similar length share a batch: pools of BUCKET_POOL batches are sorted by (column of the first thought,
-    length) and cut, then the batches are shuffled, which cuts the padding of a ProsQA-mini batch by ~3x."""
+    length) and cut, then the batches are shuffled: a ProsQA-mini batch of 8 goes from 22 % padding to under 1 %
+    (python bench.py)."""
     order = list(range(len(examples)))
     rng.shuffle(order)
     if args.bucket:
@@ -337,7 +338,8 @@ def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=
     if world > 1:
         dist.all_reduce(totals)
     loss_sum, loss_n, correct, n, new_tokens = totals.tolist()
-    return {"val_loss": loss_sum / max(loss_n, 1), "val_acc": correct / max(n, 1), "val_new_tokens": new_tokens / max(n, 1)}
+    return {"val_loss": loss_sum / max(loss_n, 1), "val_acc": correct / max(n, 1),
+            "val_new_tokens": new_tokens / max(n, 1)}
 
 
 def main(argv=None):
