@@ -47,13 +47,11 @@ def training_batch(records, tok, batch_size, device):
 
 
 def time_steps(coconut, batch, reps, device):
-    """Seconds per training step (forward+backward), after one warm-up step (where torch.compile compiles)."""
+    """Seconds per training step (forward+backward); step_ratio has run (and compiled) each model once before."""
     def step():
         out = coconut(**batch, return_logits=False)
         out.loss.backward()
         coconut.zero_grad(set_to_none=True)
-    step()
-    sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         step()
@@ -88,8 +86,9 @@ def step_ratio(shape, records, tok, device, reps, batch_size, compiled=False):
     # the same tokens in one pass: thought slots keep their embedding (pause-as-thought)
     plain = Coconut(coconut.model, LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID, pause_as_thought=True)
     t = time.perf_counter()
-    for m in (plain, coconut):  # the first call of each shape compiles
+    for m in (plain, coconut):  # warm-up; with torch.compile the first call of each shape compiles
         m(**batch, return_logits=False).loss.backward()
+        m.zero_grad(set_to_none=True)
     sync(device)
     t_compile = time.perf_counter() - t
     t_plain, t_coconut = [], []
@@ -113,12 +112,16 @@ def peak_memory(shape, device, batch_size):
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def padding_share(batch_size, stage, bucket, n_records=2048):
-    """Share of pad positions over one epoch of train.py's batches of ProsQA-mini (the laptop recipe)."""
+def mini_examples(stage, n_records=2048):
+    """The laptop recipe's training examples at `stage`: ProsQA-mini in the words vocabulary."""
     records = data.generate_prosqa({"train": n_records}, 0, train.LAPTOP["nodes"], train.LAPTOP["path"])["train"]
     tok = data.Tokenizer.build("words", [t for r in records for t in data.record_texts(r)])
-    examples = [data.build_example(data.tokenize_record(tok, r), stage, "coconut", 1, train.LAPTOP["max_latent_stage"],
-                                   special=tok.special) for r in records]
+    return [data.build_example(data.tokenize_record(tok, r), stage, "coconut", 1, train.LAPTOP["max_latent_stage"],
+                               special=tok.special) for r in records], tok
+
+
+def padding_share(examples, tok, batch_size, bucket):
+    """Share of pad positions over one epoch of train.py's batches of these examples."""
     args = argparse.Namespace(batch_size=batch_size, bucket=bucket)
     masks = [data.collate([examples[i] for i in b], tok.eos_id, tok.special.latent)["attention_mask"]
              for b in train.example_batches(examples, args, random.Random(0), tok.special.latent)]
@@ -199,8 +202,9 @@ def main(argv=None):
     print("\n| padding share (ProsQA-mini, words vocabulary) | batch 8 | batch 32 |")
     print("|---|---|---|")
     for stage, name in ((0, "stage 0 (CoT)"), (train.LAPTOP["max_latent_stage"] + 1, "last stage (thoughts)")):
+        examples, mini_tok = mini_examples(stage)
         for bucket in (0, 1):
-            shares = [padding_share(bs, stage, bucket) for bs in (8, 32)]
+            shares = [padding_share(examples, mini_tok, bs, bucket) for bs in (8, 32)]
             print(f"| {name}, --bucket {bucket} | {shares[0]:.1%} | {shares[1]:.1%} |")
     gpt2 = rows[1]
     print(f"\nstep ratio {rows[0][1]:.2f} (tiny) {gpt2[1]:.2f} (gpt2) | generate speedup {speedup:.1f}x"

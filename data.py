@@ -126,11 +126,12 @@ class Tokenizer:
         if kind == "bpe":
             enc = gpt2_encoding()
             return cls("bpe", sorted({i for t in texts for i in enc.encode_ordinary(t)}))
-        for t in texts:
-            if join_words(split_words(t)) != t:
+        split = [split_words(t) for t in texts]
+        for t, words in zip(texts, split):
+            if join_words(words) != t:
                 raise DataError(f"--vocab words: {t[:60]!r} is not spaced as words are rejoined (one space "
                                 "before each word, none before punctuation); use --vocab bpe")
-        return cls("words", sorted({w for t in texts for w in split_words(t)}))
+        return cls("words", sorted({w for words in split for w in words}))
 
     @classmethod
     def from_state(cls, state):

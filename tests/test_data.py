@@ -21,17 +21,18 @@ def prosqa():
     return load_records(shared_file("prosqa_valid.json"), graph=True)
 
 
-def real_records(names="prosqa prontoqa gsm8k"):
-    records = []
-    if "prosqa" in names:
-        records += load_records(shared_file("prosqa_valid.json"))
-    if "prontoqa" in names:
+def real_records(*names):
+    """Records of the real data files in ../shared, of the named datasets (default: all three)."""
+    def prontoqa():
         with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
-            records += data.prontoqa_from_generator(json.load(f))
-    if "gsm8k" in names:
+            return data.prontoqa_from_generator(json.load(f))
+
+    def gsm8k():
         with open(shared_file("gsm8k_icot_valid.txt")) as f:
-            records += data.gsm8k_from_icot(f.readlines(), "gsm8k_icot_valid.txt")
-    return records
+            return data.gsm8k_from_icot(f.readlines(), "gsm8k_icot_valid.txt")
+    loaders = {"prosqa": lambda: load_records(shared_file("prosqa_valid.json")), "prontoqa": prontoqa,
+               "gsm8k": gsm8k}
+    return [r for name in names or loaders for r in loaders[name]()]
 
 
 def test_parts_tokenized_separately_equal_the_whole_text(tok):
@@ -50,9 +51,9 @@ def test_special_ids_decode_by_name(tok):
     assert tok.decode(ids, skip_special=True) == "Q\n### A"
 
 
-@pytest.mark.parametrize("kind,datasets", [("bpe", "prosqa prontoqa gsm8k"), ("words", "prosqa prontoqa")])
+@pytest.mark.parametrize("kind,datasets", [("bpe", ("prosqa", "prontoqa", "gsm8k")), ("words", ("prosqa", "prontoqa"))])
 def test_compact_vocabularies_round_trip_the_text_of_every_dataset(tok, kind, datasets):
-    texts = [t for name in datasets.split() for r in real_records(name) for t in data.record_texts(r)]
+    texts = [t for r in real_records(*datasets) for t in data.record_texts(r)]
     compact = Tokenizer.build(kind, texts)
     for t in texts:
         ids = compact.encode(t)
