@@ -9,6 +9,7 @@ curriculum the first k steps are replaced by `<bot>`, k*c `<|latent|>`, `<eot>` 
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -223,23 +224,56 @@ def validate_graph(r, where):
             raise DataError(f"{where}: field '{field}' must be a node index below {n}")
 
 
-def load_records(path, graph=False):
+def read_text(path):
     try:
         with open(path, encoding="utf-8") as f:
-            records = json.load(f)
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def load_records(path, graph=False):
+    """A data file's records, every one checked: a file that is missing, not UTF-8, not JSON, not a list, empty,
+    or holds a record with a missing or mistyped field is a DataError naming the file (and the record)."""
+    try:
+        records = json.loads(read_text(path))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: a folder, not a data file") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
-    return validate_records(records, path, graph)
+    validate_records(records, path, graph)
+    if not records:
+        raise DataError(f"{path}: an empty list, no records")
+    return records
 
 
-def write_json_atomic(obj, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+def write_atomic(path, write):
+    """write(f) into a temporary file beside `path`, then rename it over `path`: a kill at any moment leaves the
+    old file or the new one, never part of one. The data is fsynced before the rename and the folder after it,
+    so a power cut cannot keep the rename without the data."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"  # per process: parallel runs may write the same file
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(obj, path, indent=None):
+    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=indent).encode("utf-8")))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -363,7 +397,12 @@ def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
       person reaches and that is a concept (a person is never an option);
     - the entity is whichever of the two people has the farther such target (ties at random). Asking about
       node 0 regardless puts 58 % of questions at 3 steps; the official split has 41 %.
+    One more choice keeps the question honest at every graph size: whether the negative is a child of another
+    person (has_shortcut: "Rex is a gwompus." then gives the answer away in one hop) is drawn first, with the
+    official split's share SHORTCUT_SHARE, and the negative is picked of that kind. Left to chance, small
+    graphs leak it: 82 % of 6-9-node questions, 21 % at full size.
     """
+    shortcut = rng.random() < SHORTCUT_SHARE
     for _ in range(MAX_GRAPH_DRAWS):
         n = rng.randint(*nodes)
         parents, label = prosqa_graph(rng, n)
@@ -385,12 +424,18 @@ def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
         if not choices:
             continue
         far = max(c[0] for c in choices)
-        if path[0] <= far <= path[1]:
+        if not path[0] <= far <= path[1]:
+            continue
+        # the entity as the official rule has it, then a negative of the kind drawn above
+        choices = [(c[:4], [i for i in c[4] if any(p != c[1] and not parents[p] for p in parents[i]) == shortcut])
+                   for c in choices if c[0] == far]
+        choices = [(c, negatives) for c, negatives in choices if negatives]
+        if choices:
             break
     else:
         raise DataError(f"no graph of {nodes[0]}-{nodes[1]} nodes had a target {path[0]}-{path[1]} steps away in "
                         f"{MAX_GRAPH_DRAWS:,} draws: widen --nodes or --path")
-    _, root, dist, targets, negatives = rng.choice([c for c in choices if c[0] == far])
+    (_, root, dist, targets), negatives = rng.choice(choices)
     target, neg = rng.choice([i for i in targets if dist[i] == far]), rng.choice(negatives)
     # names are unique within a graph
     symbol = dict(zip(people, rng.sample(PERSON_NAMES, len(people))))
@@ -417,10 +462,45 @@ def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
 
 # Shortest-path lengths of the official validation split: 124, 133, 36 and 7 of its 300 records.
 OFFICIAL_PATH_SHARES = {3: 124 / 300, 4: 133 / 300, 5: 36 / 300, 6: 7 / 300}
+# Questions of the official validation split that another person's edge to the negative answers in one hop.
+SHORTCUT_SHARE = 64 / 300
+HELD_OUT_SPLITS = ("valid", "test")
+HELD_OUT_EVERY = 10  # one question in 10 (by the hash of its text) may be held out, the other 9 trained on
+
+
+def question_key(question):
+    """A 64-bit hash of a question's text: its identity in the stream's set of questions seen."""
+    return int.from_bytes(hashlib.blake2b(question.encode(), digest_size=8).digest(), "little")
+
+
+def is_held_out(question):
+    """Validation and test questions come only from this tenth of the question space and training questions
+    never do, whatever the seeds: held-out questions are disjoint from every training question by construction."""
+    return question_key(question) % HELD_OUT_EVERY == 0
+
+
+def prosqa_records(rng, size, nodes, path, held_out, seen):
+    """`size` new records of one side of the held-out partition; each question's key is added to `seen`, and a
+    question already in `seen` is drawn again. Within the official 3-6-step range each record's length is first
+    drawn from OFFICIAL_PATH_SHARES (see generate_prosqa)."""
+    shares = OFFICIAL_PATH_SHARES if tuple(path) == (3, 6) else None
+    out = []
+    while len(out) < size:
+        if shares:
+            length = rng.choices(list(shares), weights=list(shares.values()))[0]
+            r = prosqa_sample(rng, nodes, (length, length))
+        else:
+            r = prosqa_sample(rng, nodes, path)
+        key = question_key(r["question"])
+        if (key % HELD_OUT_EVERY == 0) == held_out and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
-    """Splits of ProsQA-style records; deterministic for a seed; no question appears in two splits.
+    """Splits of ProsQA-style records; deterministic for a seed; no question appears in two splits, and
+    validation and test questions are held out (is_held_out) from every training set of any seed.
 
     With the entity and target rules of prosqa_sample, 44 % of questions take 3 steps and 41 % 4 (official:
     41 % and 44 %): our graphs share twice as many concepts between the two people (12 % vs 6 %), and no
@@ -429,20 +509,34 @@ def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
     is drawn from the official split's shares (OFFICIAL_PATH_SHARES) and graphs are drawn until one has it.
     Other ranges (ProsQA-mini) keep the lengths the rules give.
     """
-    rng, seen, out = random.Random(seed), set(), {}
-    shares = OFFICIAL_PATH_SHARES if tuple(path) == (3, 6) else None
-    for split, size in sizes.items():
-        out[split] = []
-        while len(out[split]) < size:
-            if shares:
-                length = rng.choices(list(shares), weights=list(shares.values()))[0]
-                r = prosqa_sample(rng, nodes, (length, length))
-            else:
-                r = prosqa_sample(rng, nodes, path)
-            if r["question"] not in seen:
-                seen.add(r["question"])
-                out[split].append(r)
-    return out
+    rng, seen = random.Random(seed), set()
+    return {split: prosqa_records(rng, size, nodes, path, split in HELD_OUT_SPLITS, seen)
+            for split, size in sizes.items()}
+
+
+def prosqa_epoch(seed, epoch, size, nodes, path, seen):
+    """Epoch `epoch`'s training questions of the endless stream: `size` records never held out and never in
+    `seen` (the keys of every earlier epoch's questions; this epoch's are added). A pure function of the seed
+    and the epoch once `seen` holds epochs 0..epoch-1, which is what makes --resume exact."""
+    return prosqa_records(random.Random(f"prosqa-stream-{seed}-{epoch}"), size, nodes, path, False, seen)
+
+
+def prosqa_vocabulary_texts():
+    """Texts that use every word the ProsQA generator can write: a compact vocabulary built from them holds every
+    question an endless stream will ever draw."""
+    people, concepts = PERSON_NAMES, CONCEPT_NAMES
+    question = " ".join([f"{p} is a {c}." for p, c in zip(people, concepts)] + [f"Every {c} is a {c}." for c in concepts]
+                        + [f"Is {people[0]} a {concepts[0]} or {concepts[1]}?"])
+    return record_texts({"question": question, "steps": [f"Every {concepts[0]} is a {concepts[1]}."],
+                         "answer": f"{people[0]} is a {concepts[0]}."})
+
+
+def has_shortcut(record):
+    """The cheapest rule that answers a ProsQA question without search: a person other than the one asked
+    about ("Rex is a gwompus.") has an edge straight to the wrong option, so the other option is the answer.
+    People are the nodes no edge points to."""
+    pointed_to = {c for _, c in record["edges"]}
+    return any(p != record["root"] and p not in pointed_to and c == record["neg_target"] for p, c in record["edges"])
 
 
 def children_of(record):
@@ -455,7 +549,8 @@ def children_of(record):
 
 def graph_statistics(records, source="records"):
     """Nodes, edges, shortest-path length (root -> target) and number of shortest paths: the mean, min and max
-    of each (keys `nodes`, `nodes_min`, `nodes_max`, ...), and `path_shares`: {length: share of records}."""
+    of each (keys `nodes`, `nodes_min`, `nodes_max`, ...), `path_shares`: {length: share of records}, and
+    `shortcut`: the share of questions has_shortcut answers in one hop."""
     if not records:
         raise DataError(f"{source}: no records")
     columns = {"nodes": [], "edges": [], "path": [], "n_paths": []}
@@ -472,18 +567,20 @@ def graph_statistics(records, source="records"):
         stats |= {k: sum(v) / len(v), f"{k}_min": min(v), f"{k}_max": max(v)}
     lengths = sorted(set(columns["path"]))
     stats["path_shares"] = {d: columns["path"].count(d) / len(records) for d in lengths}
+    stats["shortcut"] = sum(map(has_shortcut, records)) / len(records)
     return stats
 
 
 def statistics_table(named_stats):
     """A Markdown table of graph_statistics, one row per (name, stats): the `--stats` output."""
     lengths = sorted({d for _, s in named_stats for d in s["path_shares"]})
-    head = ["", "records", "nodes", "edges", "shortest path", "shortest paths"] + [f"{d} steps" for d in lengths]
+    head = ["", "records", "nodes", "edges", "shortest path", "shortest paths"] + [f"{d} steps" for d in lengths] + [
+        "one-hop shortcut"]
     rows = [head, ["---"] * len(head)]
     for name, s in named_stats:
         rows.append([name, str(s["records"])] + [
             f"{s[k]:.2f} ({s[k + '_min']}-{s[k + '_max']})" for k in ("nodes", "edges", "path", "n_paths")] + [
-            f"{100 * s['path_shares'].get(d, 0):.1f} %" for d in lengths])
+            f"{100 * s['path_shares'].get(d, 0):.1f} %" for d in lengths] + [f"{100 * s['shortcut']:.1f} %"])
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
@@ -595,8 +692,7 @@ def ensure_dataset(name, data_dir="data", notice=print):
         raw_path = os.path.join(data_dir, "5hop_0shot_random.json")
         if os.path.exists(raw_path):
             try:
-                with open(raw_path) as f:
-                    raw = json.load(f)
+                raw = json.loads(read_text(raw_path))
             except json.JSONDecodeError as e:
                 raise DataError(f"{raw_path}: not valid JSON ({e})") from None
         else:
@@ -617,8 +713,7 @@ def ensure_dataset(name, data_dir="data", notice=print):
             except ConnectionError as e:
                 raise DataError(f"GSM8k: {txt} is missing and could not be downloaded ({e}); there is no "
                                 "generator for GSM8k") from None
-            with open(txt, encoding="utf-8") as f:
-                lines = f.readlines()
+            lines = read_text(txt).splitlines(keepends=True)
             if lines and lines[0].startswith(LFS_POINTER):
                 raise DataError(f"{txt}: a Git LFS pointer, not the data; fetch the file itself")
             write_json_atomic(gsm8k_from_icot(lines, txt), p)
@@ -716,13 +811,14 @@ def collate(examples, pad_id=EOS_ID, latent_id=LATENT_ID):
 
 def check_generator_flags(nodes, path):
     """The graph sizes and path lengths a generator can meet: a target d steps away needs the entity, d
-    concepts, the other person and a negative concept."""
+    concepts, the other person, and a negative concept with a concept between it and that person (a question
+    without the one-hop shortcut)."""
     if not 1 <= path[0] <= path[1]:
         raise DataError(f"--path {path[0]} {path[1]}: MIN must be at least 1 and at most MAX")
-    if not path[0] + 3 <= nodes[0] <= nodes[1] <= len(CONCEPT_NAMES) + 2:
-        raise DataError(f"--nodes {nodes[0]} {nodes[1]}: MIN must be at most MAX, at least {path[0] + 3} (a "
-                        f"{path[0]}-step path, two people and a negative) and MAX at most {len(CONCEPT_NAMES) + 2} "
-                        f"({len(CONCEPT_NAMES)} concept names)")
+    if not path[0] + 4 <= nodes[0] <= nodes[1] <= len(CONCEPT_NAMES) + 2:
+        raise DataError(f"--nodes {nodes[0]} {nodes[1]}: MIN must be at most MAX, at least {path[0] + 4} (a "
+                        f"{path[0]}-step path, two people, a negative and a concept above it) and MAX at most "
+                        f"{len(CONCEPT_NAMES) + 2} ({len(CONCEPT_NAMES)} concept names)")
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import pickle
+import sys
 import time
 import zipfile
 from collections import Counter
@@ -116,6 +117,48 @@ def answer_of(text):
 def is_correct(text, answer):
     """The reference's accuracy: the extracted answer equals the record's, commas removed."""
     return answer_of(text) == answer.replace(",", "").strip()
+
+
+SPLIT_GROUPS = ("", "_shortcut", "_no_shortcut")  # all questions; ProsQA's with and without the one-hop shortcut
+
+
+def accuracy_counts(records, correct):
+    """Correct answers and questions: in all, and on ProsQA records split by data.has_shortcut. Counts, so that
+    shards of a validation set can be summed."""
+    counts = {f"{what}{group}": 0 for group in SPLIT_GROUPS for what in ("correct", "n")}
+    for r, ok in zip(records, correct):
+        groups = ("", "_shortcut" if data.has_shortcut(r) else "_no_shortcut") if "edges" in r else ("",)
+        for group in groups:
+            counts["correct" + group] += int(ok)
+            counts["n" + group] += 1
+    return counts
+
+
+def accuracies(counts):
+    """accuracy and n; on ProsQA also accuracy_shortcut / n_shortcut and accuracy_no_shortcut / n_no_shortcut.
+    A score can be right and measure the wrong thing: a model that learned the one-hop rule scores ~1 with the
+    shortcut and chance (0.5) without it; a model that searched scores alike on both."""
+    out = {}
+    for group in SPLIT_GROUPS:
+        if group and not counts["n_shortcut"] + counts["n_no_shortcut"]:
+            continue  # not ProsQA
+        n = counts["n" + group]
+        out["accuracy" + group] = counts["correct" + group] / n if n else None
+        out["n" + group] = n
+    return out
+
+
+def fmt_acc(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def split_text(acc, accuracy="accuracy", n="n"):
+    """`0.612 (with the one-hop shortcut 0.981 of 104, without 0.514 of 396)`: how accuracies are printed. The
+    keys are accuracies()'s, or metrics.jsonl's with accuracy="val_acc", n="val_n"."""
+    if n + "_shortcut" not in acc:
+        return fmt_acc(acc[accuracy])
+    return (f"{fmt_acc(acc[accuracy])} (with the one-hop shortcut {fmt_acc(acc[accuracy + '_shortcut'])} of "
+            f"{acc[n + '_shortcut']}, without {fmt_acc(acc[accuracy + '_no_shortcut'])} of {acc[n + '_no_shortcut']})")
 
 
 @torch.no_grad()
@@ -264,8 +307,10 @@ def run_eval(coconut, tok, meta, records, samples, device, max_new_tokens, batch
     for r, (text, n_new) in zip(records, outputs):
         rows.append({"output": text, "correct": is_correct(text, r["answer"]),
                      "cot_match": text.split("#")[0].strip() == "\n".join(r["steps"]), "new_tokens": n_new})
+        if "edges" in r:
+            rows[-1]["shortcut"] = data.has_shortcut(r)
     n = max(len(rows), 1)
-    summary = {"n": len(rows), "accuracy": sum(r["correct"] for r in rows) / n,
+    summary = {**accuracies(accuracy_counts(records, [row["correct"] for row in rows])),
                "cot_exact_match": sum(r["cot_match"] for r in rows) / n,
                "mean_new_tokens": sum(r["new_tokens"] for r in rows) / n,
                "forward_passes_per_batch": n_passes / max(1, -(-len(rows) // batch_size)),
@@ -309,25 +354,44 @@ def get_args(argv=None):
     return args
 
 
+def eval_inputs(args, ckpt):
+    """(checkpoint, data path, records) with every record checked: the file (data.load_records) and each
+    record's prompt plus the run's --max_new_tokens against the model's context."""
+    meta, run_args = ckpt["meta"], ckpt["args"]
+    data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
+    records = data.load_records(data_path, graph=meta["dataset"] == "prosqa")[: args.limit]
+    tok = data.Tokenizer.from_state(ckpt["vocab"])
+    forced = max(args.latents or [0])  # --latents k: question, <bot>, k thoughts, <eot>
+    block = ckpt["model_config"]["block_size"]
+    for i, r in enumerate(records):
+        sample = data.tokenize_record(tok, r)
+        prompt = data.build_prompt(sample, meta["max_latent_stage"] + 1, meta["method"], meta["c"],
+                                   meta["max_latent_stage"], bool(meta["pad_latent_to_max"]), tok.special)
+        n = max(len(prompt["input_ids"]), len(sample["question"]) + forced + 2) + run_args["max_new_tokens"]
+        if n > block:
+            fail(f"{data_path}: record {i}: {n} tokens (prompt + the run's max_new_tokens "
+                 f"{run_args['max_new_tokens']}) exceed the model's context of {block}")
+    return ckpt, data_path, records
+
+
 def main(argv=None):
     args = get_args(argv)
     device = pick_device(args.device) if args.ckpt else "cpu"
-    checkpoints = [load_checkpoint(path) for path in args.ckpt]  # every file checked before any work
+    # every checkpoint and data file is read and checked before any work
+    inputs = [eval_inputs(args, load_checkpoint(path)) for path in args.ckpt]
     summaries, outcome_rows = {}, []
-    for path, ckpt in zip(args.ckpt, checkpoints):
+    for path, (ckpt, data_path, records) in zip(args.ckpt, inputs):
         meta, run_args = ckpt["meta"], ckpt["args"]
         coconut, tok = model_from_checkpoint(ckpt, device)
         coconut.eval()
         graph = meta["dataset"] == "prosqa"
-        data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
-        records = data.load_records(data_path, graph)[: args.limit]
         samples = [data.tokenize_record(tok, r) for r in records]
         max_new = run_args["max_new_tokens"]
         bf16 = run_args.get("bf16", 1)
         rows, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, bf16=bf16)
         summaries[path] = {"method": meta["method"], **summary}
         print(f"{path}  [{meta['method']}, {os.path.basename(data_path)}]")
-        print(f"  accuracy {summary['accuracy']:.3f}  CoT exact match {summary['cot_exact_match']:.3f}  "
+        print(f"  accuracy {split_text(summary)}  CoT exact match {summary['cot_exact_match']:.3f}  "
               f"new tokens {summary['mean_new_tokens']:.1f}  passes/batch {summary['forward_passes_per_batch']:.1f}  "
               f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
         report = {"data": data_path, "summary": summary, "rows": rows}
@@ -351,7 +415,8 @@ def main(argv=None):
                 rows_k, summ_k = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size,
                                           latents=k, bf16=bf16)
                 classes = Counter(classify(r, row["output"], k) for r, row in zip(records, rows_k))
-                sweep[k] = {"accuracy": summ_k["accuracy"], **{o: classes[o] / len(records) for o in OUTCOMES}}
+                sweep[k] = {**{key: v for key, v in summ_k.items() if key.startswith("accuracy")},
+                            **{o: classes[o] / len(records) for o in OUTCOMES}}
                 outcome_rows.append((f"{meta['method']} k={k}", summ_k["accuracy"], sweep[k]))
             report["latent_sweep"] = sweep
         if args.frontier is not None and graph:
@@ -374,9 +439,7 @@ def main(argv=None):
                       f"{mean([v for q in per_q for v in q['off_path']]):.3f}")
             report["frontier"] = fr
         out_json = os.path.join(os.path.dirname(ckpt["path"]), f"eval_{args.split}.json")
-        with open(out_json + ".tmp", "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(out_json + ".tmp", out_json)
+        data.write_json_atomic(report, out_json, indent=1)
         print(f"  wrote {out_json}")
         if args.plot:
             plot(report, args.plot)
@@ -385,35 +448,51 @@ def main(argv=None):
         for name, acc, shares in outcome_rows:
             print(f"{name:22s}{acc:9.3f}" + "".join(f"{shares[o]:16.3f}" for o in OUTCOMES))
     if len(summaries) > 1:  # Appendix B: inference time per case
-        print("\nmethod            accuracy  new tokens  ms/question")
+        split = all("n_shortcut" in s for s in summaries.values())
+        print("\nmethod            accuracy" + ("  shortcut  no shortcut" if split else "") + "  new tokens  ms/question")
         for path, s in summaries.items():
-            print(f"{s['method']:16s}  {s['accuracy']:8.3f}  {s['mean_new_tokens']:10.1f}  {s['seconds_per_question'] * 1000:11.1f}")
+            cells = [f"{s['accuracy']:8.3f}"] + ([f"{fmt_acc(s['accuracy_shortcut']):>8s}",
+                                                  f"{fmt_acc(s['accuracy_no_shortcut']):>11s}"] if split else [])
+            print(f"{s['method']:16s}  " + "  ".join(cells) +
+                  f"  {s['mean_new_tokens']:10.1f}  {s['seconds_per_question'] * 1000:11.1f}")
     if args.curves:
         print(f"wrote {plot_curves(args.curves, args.plot)}")
 
 
 def plot_curves(runs, folder):
-    """Validation accuracy per epoch of each run, stage changes marked: the learning-curve figure."""
+    """Validation accuracy per epoch of each run, its stage changes marked: the learning-curve figure. On ProsQA a
+    second panel shows the questions without the one-hop shortcut, where only search scores above chance."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(folder, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    curves = []
     for run in runs:
-        with open(os.path.join(run, "metrics.jsonl")) as f:
+        with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as f:
             metrics = [json.loads(line) for line in f if line.strip()]
-        with open(os.path.join(run, "config.json")) as f:
-            method = json.load(f)["method"]
-        line, = ax.plot([m["epoch"] for m in metrics], [m["val_acc"] for m in metrics], marker="o", label=method)
-        for prev, m in zip(metrics, metrics[1:]):
-            if m["stage"] != prev["stage"]:
-                ax.axvline(prev["epoch"] + 0.5, color=line.get_color(), alpha=0.3, linestyle="--")
-                ax.annotate(f"stage {m['stage']}", (prev["epoch"] + 0.5, 0.02), xycoords=("data", "axes fraction"),
-                            fontsize=7, color=line.get_color(), rotation=90)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend()
+        with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        curves.append((config["method"], metrics))
+        two_options = config.get("dataset", "prosqa") in ("prosqa", "prontoqa")
+    panels = [("val_acc", "all validation questions")]
+    if all("val_acc_no_shortcut" in m for _, metrics in curves for m in metrics):
+        panels.append(("val_acc_no_shortcut", "without the one-hop shortcut (needs search)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for method, metrics in curves:
+            line, = ax.plot([m["epoch"] for m in metrics], [m[key] for m in metrics], marker="o", label=method)
+            for prev, m in zip(metrics, metrics[1:]):
+                if m["stage"] != prev["stage"]:
+                    ax.axvline(prev["epoch"] + 0.5, color=line.get_color(), alpha=0.3, linestyle="--")
+                    ax.annotate(f"{method} stage {m['stage']}", (prev["epoch"] + 0.5, 0.02),
+                                xycoords=("data", "axes fraction"), fontsize=7, color=line.get_color(), rotation=90)
+        if two_options:
+            ax.axhline(0.5, color="grey", linewidth=1, linestyle=":", label="chance (two options)")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8)
     path = os.path.join(folder, "learning_curves.png")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -462,3 +541,6 @@ if __name__ == "__main__":
         main()
     except data.DataError as err:
         raise SystemExit(f"error: {err}")
+    except KeyboardInterrupt:  # eval_*.json files are written whole or not at all (data.write_atomic)
+        print("interrupted: the eval_*.json files written so far are complete", file=sys.stderr)
+        sys.exit(130)

@@ -14,15 +14,19 @@ import json
 import math
 import os
 import random
+import shlex
+import signal
+import sys
 import time
+from collections import namedtuple
 
 import torch
 import torch.distributed as dist
 
 import data
 from coconut import Coconut
-from eval import (PAUSE_METHODS, autocast, fail, generate_texts, is_correct, load_checkpoint, load_weights,
-                  pick_device)
+from eval import (PAUSE_METHODS, accuracies, accuracy_counts, autocast, fail, generate_texts, is_correct,
+                  load_checkpoint, load_weights, pick_device, split_text)
 from model import GPT, GPTConfig, HF_REPOS, download_gpt2
 
 # The paper's recipes (GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr).
@@ -34,7 +38,7 @@ PAPER = {
 # A CPU with no network: a small model from scratch on ProsQA-mini (smaller graphs from our generator),
 # so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: README, "The laptop recipe".
 # Flags given explicitly still win.
-LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=20000, val_size=200, c=1, max_latent_stage=2,
+LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, c=1, max_latent_stage=2,
               epochs_per_stage=[3, 1], num_epochs=8, batch_size=8, micro_batch=8, lr=1.5e-3,
               lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
 LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses the first N validation records
@@ -86,7 +90,10 @@ def get_args(argv=None):
                    "--compile measures what it buys)")
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best available)")
     p.add_argument("--data_dir", default=None, help="where <dataset>_{train,valid,test}.json live")
-    p.add_argument("--train_size", type=int, default=None, help="use the first N training records")
+    p.add_argument("--train_size", type=int, default=None, help="use the first N training records (--stream 1: "
+                   "fresh questions per epoch)")
+    p.add_argument("--stream", type=int, default=None, help="generated ProsQA: 1 draws --train_size fresh questions "
+                   "every epoch, none ever repeated (the default); 0 repeats one fixed set of that size")
     p.add_argument("--val_size", type=int, default=None, help="use the first N validation records")
     p.add_argument("--nodes", type=int, nargs=2, default=None, help="generated ProsQA graph sizes (min max)")
     p.add_argument("--path", type=int, nargs=2, default=None, help="generated ProsQA path lengths (min max)")
@@ -132,12 +139,15 @@ def resolve(args, device):
     if args.vocab == "auto":
         args.vocab = "words" if args.model == "tiny" and args.dataset != "gsm8k" else "gpt2"
     args.generated_data = laptop
+    if args.stream is None:
+        args.stream = int(laptop)
     if laptop:
-        args.data_dir = (f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}"
-                         f"-{args.train_size}-s{args.seed}")
+        args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
+        training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
+                    f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
         notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"
-                     f"{args.path[1]} steps) from data.py's generator in {args.data_dir}, {args.train_size} training "
-                     "samples: a laptop recipe; the paper's ProsQA is --model gpt2 --data_dir data")
+                     f"{args.path[1]} steps) from data.py's generator: {training}; validation and test questions "
+                     f"held out in {args.data_dir}. A laptop recipe; the paper's ProsQA is --model gpt2 --data_dir data")
     if args.start_epoch is None:
         args.start_epoch = args.epochs_per_stage[0] if args.init_from else 0
     args.data_dir = args.data_dir or "data"
@@ -166,7 +176,7 @@ def check_args(args, world):
     need(args.weight_decay >= 0, "--weight_decay", args.weight_decay, "must be 0 or more")
     need(args.init_std > 0, "--init_std", args.init_std, "must be greater than 0")
     need(args.grad_clip >= 0, "--grad_clip", args.grad_clip, "must be 0 (off) or more")
-    for flag in ("pad_latent_to_max", "bf16", "bucket", "compile"):
+    for flag in ("pad_latent_to_max", "bf16", "bucket", "compile", "stream"):
         need(getattr(args, flag) in (0, 1), f"--{flag}", getattr(args, flag), "0 or 1")
     need(args.n_embd % args.n_head == 0, "--n_head", args.n_head, f"must divide --n_embd {args.n_embd}")
     need(args.batch_size % (args.micro_batch * world) == 0, "--batch_size", args.batch_size,
@@ -180,6 +190,8 @@ def check_args(args, world):
          f"only for --method {' or '.join(FEEDBACK_METHODS)}, not {args.method}")
     need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
          f"a pretrained model ({args.model}) keeps GPT-2's vocabulary: --vocab gpt2")
+    need(args.generated_data or not args.stream, "--stream", args.stream,
+         "draws generated ProsQA-mini: only for --model tiny --dataset prosqa without --data_dir")
     if args.generated_data:
         try:
             data.check_generator_flags(args.nodes, args.path)
@@ -224,19 +236,54 @@ def learning_rate(step, steps_in_stage, args):
 
 
 def load_splits(args, log):
-    """The run's training and validation records, and the texts of all three split files: a compact
-    vocabulary holds every word of the dataset, so a name seen only in a question it is later asked gets a
-    row (untrained) instead of failing."""
-    if args.generated_data and not os.path.exists(os.path.join(args.data_dir, "prosqa_test.json")):
-        # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
-        sizes = {"train": args.train_size, **LAPTOP_HELD_OUT}
-        for s, records in data.generate_prosqa(sizes, args.seed, tuple(args.nodes), tuple(args.path)).items():
-            data.write_json_atomic(records, os.path.join(args.data_dir, f"prosqa_{s}.json"))
+    """The run's training records (None when --stream 1 draws them per epoch), validation records, and the
+    texts the vocabulary is built from. A compact vocabulary holds every word of the dataset's three split
+    files (a name seen only in a question it is later asked gets an untrained row instead of failing), or, on
+    generated ProsQA, every word the generator can write."""
+    if args.generated_data:
+        paths = {s: os.path.join(args.data_dir, f"prosqa_{s}.json") for s in LAPTOP_HELD_OUT}
+        if not all(os.path.exists(p) for p in paths.values()):
+            # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
+            for s, records in data.generate_prosqa(LAPTOP_HELD_OUT, args.seed, tuple(args.nodes), tuple(args.path)).items():
+                data.write_json_atomic(records, paths[s])
+        held_out = {s: data.load_records(p, graph=True) for s, p in paths.items()}
+        texts = data.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs for t in data.record_texts(r)]
+        train = None if args.stream else data.prosqa_epoch(args.seed, 0, args.train_size, tuple(args.nodes),
+                                                           tuple(args.path), set())
+        sources = {"train": "the generated training stream", "valid": paths["valid"]}
+        return Splits(train, held_out["valid"][: args.val_size], texts, sources)
     paths = data.ensure_dataset(args.dataset, args.data_dir, notice=log)
     graph = args.dataset == "prosqa"
     splits = {s: data.load_records(p, graph) for s, p in paths.items()}
     texts = [t for records in splits.values() for r in records for t in data.record_texts(r)]
-    return splits["train"][: args.train_size], splits["valid"][: args.val_size], texts
+    return Splits(splits["train"][: args.train_size], splits["valid"][: args.val_size], texts, paths)
+
+
+def check_lengths(named_samples, stages, args, tok, block_size):
+    """A sequence longer than the model's context is an error before training starts: one line naming the
+    first such record, as a training sequence of stage 0 or of the last stage plus --max_new_tokens."""
+    final_stage = stages[-1]
+    too_long = []
+    for source, samples in named_samples:
+        for stage in sorted({0, final_stage}):
+            for i, ex in enumerate(build_examples(samples, stage, args, tok)):
+                n = len(ex["input_ids"]) + (args.max_new_tokens if stage == final_stage else 0)
+                if n > block_size:
+                    too_long.append((source, i, n))
+    if too_long:
+        source, i, n = too_long[0]
+        more = len({(s, j) for s, j, _ in too_long}) - 1
+        fail(f"{source}: record {i}: {n} tokens (sequence + --max_new_tokens {args.max_new_tokens}) exceed the "
+             f"model's context of {block_size}" + (f"; {more} more records too" if more else ""))
+
+
+Splits = namedtuple("Splits", ["train", "valid", "texts", "sources"])
+
+
+def stream_samples(args, epoch, tok, seen):
+    """--stream 1: epoch `epoch`'s fresh training questions, tokenized (their keys join `seen`)."""
+    records = data.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
+    return [data.tokenize_record(tok, r) for r in records]
 
 
 def build_model(args, tok, device):
@@ -266,11 +313,52 @@ def checkpoint_meta(args):
             "pad_latent_to_max": args.pad_latent_to_max, "latent_stop": args.latent_stop}
 
 
-def save_atomic(obj, path):
-    """Write to a temporary file, then rename: a kill mid-save leaves the previous checkpoint intact."""
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(state, path):
+    """Atomically and durably (data.write_atomic): a kill mid-save leaves the previous checkpoint intact."""
+    data.write_atomic(path, lambda f: (torch.save(state, f), test_kill_point("mid-save", state["epoch"])))
+
+
+def write_metrics(history, path):
+    """metrics.jsonl, one line per epoch, rewritten whole from the history the checkpoint carries."""
+    data.write_atomic(path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in history).encode("utf-8")))
+
+
+def resumed_metrics(ckpt, path):
+    """The metrics of the epochs a checkpoint holds: its own history, or (a checkpoint written before it carried
+    one) the file's lines up to its epoch, each epoch once."""
+    if "metrics" in ckpt:
+        return list(ckpt["metrics"])
+    lines = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    m = json.loads(line)
+                    lines[m["epoch"]] = m
+    return [lines[e] for e in sorted(lines) if e <= ckpt["epoch"] + 1]
+
+
+def interrupted(epoch, saved_epoch, last_path):
+    """Ctrl-C: one line saying what is on disk and the command that continues."""
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    command = shlex.join(["python", os.path.basename(sys.argv[0]) or "train.py", *argv])
+    if saved_epoch is None:
+        print(f"interrupted in epoch {epoch + 1}, before its first checkpoint: nothing to resume; {command} starts "
+              "again", file=sys.stderr)
+    else:
+        print(f"interrupted in epoch {epoch + 1}; {last_path} holds epoch {saved_epoch + 1}: {command} --resume "
+              "continues", file=sys.stderr)
+
+
+# Tests only: COCONUT_TEST_KILL=POINT:EPOCH SIGKILLs the run at that point of that (0-based) epoch, so a kill
+# at an awkward moment (mid-epoch, mid-save, between best.pt and last.pt, between last.pt and metrics.jsonl)
+# is reproducible.
+TEST_KILL = os.environ.get("COCONUT_TEST_KILL")
+
+
+def test_kill_point(point, epoch):
+    if TEST_KILL == f"{point}:{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def example_batches(examples, args, rng, latent_id):
@@ -313,10 +401,11 @@ def build_examples(samples, stage, args, tok, rng=None):
 
 @torch.no_grad()
 def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=1, rank=0):
-    """Validation loss and generation accuracy at `stage`, sharded over ranks and summed."""
+    """Validation loss and generation accuracy at `stage`, sharded over ranks and summed; on ProsQA the
+    accuracy also split by the one-hop shortcut (eval.accuracies)."""
     coconut.eval()
     meta = checkpoint_meta(args)
-    loss_sum, loss_n, correct, n, new_tokens = 0.0, 0, 0, 0, 0
+    loss_sum, loss_n, new_tokens, correct = 0.0, 0, 0, []
     idx = list(range(rank, len(valid_tok), world))
     bs = args.micro_batch
     for i in range(0, len(idx), bs):
@@ -331,15 +420,16 @@ def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=
         texts, _ = generate_texts(coconut, tok, [valid_tok[j] for j in chunk], stage, meta, device,
                                   args.max_new_tokens, bf16=args.bf16)
         for (text, n_new), j in zip(texts, chunk):
-            correct += is_correct(text, valid_records[j]["answer"])
-            n += 1
+            correct.append(is_correct(text, valid_records[j]["answer"]))
             new_tokens += n_new
-    totals = torch.tensor([loss_sum, loss_n, correct, n, new_tokens], dtype=torch.float64, device=device)
+    counts = accuracy_counts([valid_records[j] for j in idx], correct)
+    totals = torch.tensor([loss_sum, loss_n, new_tokens, *counts.values()], dtype=torch.float64, device=device)
     if world > 1:
         dist.all_reduce(totals)
-    loss_sum, loss_n, correct, n, new_tokens = totals.tolist()
-    return {"val_loss": loss_sum / max(loss_n, 1), "val_acc": correct / max(n, 1),
-            "val_new_tokens": new_tokens / max(n, 1)}
+    loss_sum, loss_n, new_tokens, *summed = totals.tolist()
+    acc = accuracies(dict(zip(counts, map(int, summed))))
+    return {"val_loss": loss_sum / max(loss_n, 1), "val_new_tokens": new_tokens / max(acc["n"], 1),
+            **{("val_acc" + k[len("accuracy"):]) if k.startswith("accuracy") else "val_" + k: v for k, v in acc.items()}}
 
 
 def main(argv=None):
@@ -367,15 +457,15 @@ def main(argv=None):
     init = load_checkpoint(args.init_from) if args.init_from else None
     if resumed and resumed["meta"]["method"] != args.method:
         fail(f"--resume: {last_path} was trained with --method {resumed['meta']['method']}, not {args.method}")
-    train_records, valid_records, texts = load_splits(args, log)
+    splits = load_splits(args, log)
+    train_records, valid_records = splits.train, splits.valid
     inherited = resumed or init  # a checkpoint's rows mean its vocabulary's pieces: keep them
     if inherited:
         tok = data.Tokenizer.from_state(inherited["vocab"])
         if tok.kind != args.vocab:
             fail(f"--vocab {args.vocab}: {inherited['path']} was trained with --vocab {tok.kind}")
     else:
-        tok = data.Tokenizer.build(args.vocab, texts)
-    train_tok = [data.tokenize_record(tok, r) for r in train_records]
+        tok = data.Tokenizer.build(args.vocab, splits.texts)
     valid_tok = [data.tokenize_record(tok, r) for r in valid_records]
     coconut = build_model(args, tok, device)
     if init:
@@ -387,95 +477,123 @@ def main(argv=None):
         load_weights(coconut, resumed)
     if args.compile:  # compiles the forward in place: parameters, state_dict and the thought loop are unchanged
         coconut.model.compile(dynamic=True)
-    # sequences longer than the context are an error before training starts
-    stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
-    final_stage = stages[-1]
-    too_long = sum(len(ex["input_ids"]) + (args.max_new_tokens if st == final_stage else 0)
-                   > coconut.model.config.block_size
-                   for st in {0, final_stage} for ex in build_examples(train_tok + valid_tok, st, args, tok))
-    if too_long:
-        fail(f"{too_long} sequences (prompt + output) exceed the model's context of {coconut.model.config.block_size}")
-
     start_epoch, best_acc, stage_of_optimizer, opt_state, optimizer = args.start_epoch, -1.0, None, None, None
     if resumed:
         start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
         stage_of_optimizer, opt_state = resumed["stage"], resumed["optimizer"]
+    # --stream 1: the keys of every question of epochs 0..e-1 (regenerated on resume), so epoch e repeats none
+    seen = set()
+    if train_records is None:
+        for epoch in range(start_epoch):
+            data.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
+        train_tok = stream_samples(args, start_epoch, tok, seen)  # the first epoch's, checked below
+    else:
+        train_tok = [data.tokenize_record(tok, r) for r in train_records]
+    stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
+    final_stage = stages[-1]
+    check_lengths([(splits.sources["train"], train_tok), (splits.sources["valid"], valid_tok)], stages, args, tok,
+                  coconut.model.config.block_size)
+
     model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
     metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
+    # The checkpoint is the commit point: it carries every epoch's metrics line, and metrics.jsonl is rewritten
+    # from it, so after a kill at any moment the file holds each epoch up to the checkpoint's exactly once.
+    history = resumed_metrics(resumed, metrics_path) if resumed else []
     if rank == 0:
-        os.makedirs(args.out_dir, exist_ok=True)
-        with open(os.path.join(args.out_dir, "config.json"), "w") as f:
-            json.dump(vars(args), f, indent=1)
-        if not args.resume and os.path.exists(metrics_path):
-            os.remove(metrics_path)
+        if os.path.isdir(args.out_dir):  # what a killed save left behind (data.write_atomic's temporary files)
+            for name in os.listdir(args.out_dir):
+                if name.endswith(".tmp"):
+                    os.remove(os.path.join(args.out_dir, name))
+        data.write_json_atomic(vars(args), os.path.join(args.out_dir, "config.json"), indent=1)
+        write_metrics(history, metrics_path)
         log("config: " + " ".join(f"{k}={v}" for k, v in vars(args).items()))
         log(f"device {device}{' bf16' if device.startswith('cuda') and args.bf16 else ''}, {world} process(es), "
             f"{coconut.model.num_params() / 1e6:.2f}M parameters, {tok.kind} vocabulary of {tok.vocab_size} rows, "
-            f"{len(train_tok)} train / {len(valid_tok)} valid samples")
+            f"{len(train_tok)} {'fresh ' if train_records is None else ''}train samples per epoch / "
+            f"{len(valid_tok)} valid samples")
 
     from tqdm import tqdm
-    for epoch in range(start_epoch, args.num_epochs):
-        stage = stages[epoch]
-        if optimizer is None or stage != stage_of_optimizer:  # a fresh AdamW at each new stage (§3)
-            optimizer = torch.optim.AdamW(coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-            if opt_state is not None and stage == stage_of_optimizer:  # resumed mid-stage: keep its moments
-                optimizer.load_state_dict(opt_state)
-            opt_state, stage_of_optimizer = None, stage
-        # Everything random in an epoch derives from (seed, epoch): resuming needs no saved RNG state.
-        rng = random.Random(args.seed * 100003 + epoch)
-        examples = build_examples(train_tok, stage, args, tok, rng)
-        batches = example_batches(examples, args, rng, tok.special.latent)
-        # the schedule restarts with each stage's optimizer; its step count follows from the epoch
-        first_epoch_of_stage = stages.index(stage)
-        steps_in_stage = stages.count(stage) * len(batches)
-        step = (epoch - first_epoch_of_stage) * len(batches)
-        coconut.train()
-        bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches), disable=rank != 0,
-                   desc=f"epoch {epoch + 1}/{args.num_epochs} stage {stage}", leave=False)
-        t0, tokens, loss_sum = time.time(), 0, 0.0
-        for micro in bar:
-            lr = learning_rate(step, steps_in_stage, args)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            for k, batch in enumerate(micro):
-                batch = {key: v.to(device) for key, v in batch.items()}
-                sync = k == len(micro) - 1
-                ctx = model.no_sync() if ddp and not sync else torch.enable_grad()
-                with ctx, autocast(device, args.bf16):
-                    out = model(**batch, return_logits=False)
-                    (out.loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
-                loss_sum += float(out.loss.detach()) / len(micro)
-                tokens += int(batch["attention_mask"].sum())
-            if args.grad_clip:
-                torch.nn.utils.clip_grad_norm_(coconut.parameters(), args.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            elapsed = time.time() - t0
-            bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.2e}",
-                            tok_s=f"{tokens * world / max(elapsed, 1e-9):.0f}")
-        train_loss = loss_sum / len(batches)
-        m = evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world, rank)
-        m = {"epoch": epoch + 1, "stage": stage, "train_loss": train_loss, **m, "seconds": time.time() - t0,
-             "wall": time.time() - t_start}
+    epoch, saved_epoch = start_epoch, start_epoch - 1 if resumed else None
+    try:
+        for epoch in range(start_epoch, args.num_epochs):
+            stage = stages[epoch]
+            if optimizer is None or stage != stage_of_optimizer:  # a fresh AdamW at each new stage (§3)
+                optimizer = torch.optim.AdamW(coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+                if opt_state is not None and stage == stage_of_optimizer:  # resumed mid-stage: keep its moments
+                    optimizer.load_state_dict(opt_state)
+                opt_state, stage_of_optimizer = None, stage
+            t0 = time.time()
+            if train_records is None and epoch > start_epoch:
+                train_tok = stream_samples(args, epoch, tok, seen)
+            data_seconds = time.time() - t0
+            # Everything random in an epoch derives from (seed, epoch): resuming needs no saved RNG state.
+            rng = random.Random(args.seed * 100003 + epoch)
+            examples = build_examples(train_tok, stage, args, tok, rng)
+            batches = example_batches(examples, args, rng, tok.special.latent)
+            # the schedule restarts with each stage's optimizer; its step count follows from the epoch
+            first_epoch_of_stage = stages.index(stage)
+            steps_in_stage = stages.count(stage) * len(batches)
+            step = (epoch - first_epoch_of_stage) * len(batches)
+            coconut.train()
+            bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches),
+                       disable=rank != 0, desc=f"epoch {epoch + 1}/{args.num_epochs} stage {stage}", leave=False)
+            tokens, loss_sum = 0, 0.0
+            for micro in bar:
+                lr = learning_rate(step, steps_in_stage, args)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                for k, batch in enumerate(micro):
+                    batch = {key: v.to(device) for key, v in batch.items()}
+                    sync = k == len(micro) - 1
+                    ctx = model.no_sync() if ddp and not sync else torch.enable_grad()
+                    with ctx, autocast(device, args.bf16):
+                        out = model(**batch, return_logits=False)
+                        (out.loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
+                    loss_sum += float(out.loss.detach()) / len(micro)
+                    tokens += int(batch["attention_mask"].sum())
+                if args.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(coconut.parameters(), args.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                test_kill_point("mid-epoch", epoch)
+                elapsed = time.time() - t0
+                bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.2e}",
+                                tok_s=f"{tokens * world / max(elapsed, 1e-9):.0f}")
+            train_loss = loss_sum / len(batches)
+            m = evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world, rank)
+            trained = epoch + 1 - args.start_epoch  # epochs this run (and the runs it resumes) trained
+            m = {"epoch": epoch + 1, "stage": stage, "train_loss": train_loss, **m,
+                 "questions_seen": trained * len(train_tok),
+                 "distinct_questions": (trained if train_records is None else 1) * len(train_tok),
+                 "seconds": time.time() - t0, "data_seconds": data_seconds, "wall": time.time() - t_start}
+            history.append(m)
+            if rank == 0:
+                log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {train_loss:.4f} | val loss "
+                    f"{m['val_loss']:.4f} | val acc {split_text(m, 'val_acc', 'val_n')} | new tokens {m['val_new_tokens']:.1f} | "
+                    f"questions seen {m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | "
+                    f"{m['seconds']:.0f}s")
+                state = {"model": coconut.model.state_dict(), "model_config": vars(coconut.model.config),
+                         "vocab": tok.state(), "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args),
+                         "epoch": epoch, "stage": stage, "optimizer": optimizer.state_dict(), "metrics": history,
+                         "best_acc": max(best_acc, m["val_acc"]) if stage == final_stage else best_acc}
+                if coconut.stop_head is not None:
+                    state["stop_head"] = coconut.stop_head.state_dict()
+                if stage == final_stage and m["val_acc"] > best_acc:  # best among epochs evaluated as at the end
+                    save_checkpoint(state, best_path)
+                    test_kill_point("after-best", epoch)
+                save_checkpoint(state, last_path)
+                saved_epoch = epoch
+                test_kill_point("after-checkpoint", epoch)
+                write_metrics(history, metrics_path)
+            if stage == final_stage:
+                best_acc = max(best_acc, m["val_acc"])
+            if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
+                break
+    except KeyboardInterrupt:
         if rank == 0:
-            log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {train_loss:.4f} | val loss {m['val_loss']:.4f} | "
-                f"val acc {m['val_acc']:.3f} | new tokens {m['val_new_tokens']:.1f} | {m['seconds']:.0f}s")
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(m) + "\n")
-            state = {"model": coconut.model.state_dict(), "model_config": vars(coconut.model.config),
-                     "vocab": tok.state(), "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args),
-                     "epoch": epoch, "stage": stage, "optimizer": optimizer.state_dict(),
-                     "best_acc": max(best_acc, m["val_acc"]) if stage == final_stage else best_acc}
-            if coconut.stop_head is not None:
-                state["stop_head"] = coconut.stop_head.state_dict()
-            if stage == final_stage and m["val_acc"] > best_acc:  # best among epochs evaluated as at the end
-                save_atomic(state, best_path)
-            save_atomic(state, last_path)
-        if stage == final_stage:
-            best_acc = max(best_acc, m["val_acc"])
-        if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
-            break
+            interrupted(epoch, saved_epoch, last_path)
+        raise SystemExit(130)
     if ddp:
         dist.barrier()  # rank 0 may still be saving; tearing gloo down under it aborts the other rank
         dist.destroy_process_group()
@@ -487,3 +605,6 @@ if __name__ == "__main__":
         main()
     except data.DataError as e:
         fail(str(e))
+    except KeyboardInterrupt:  # before the first epoch (main reports one inside the loop itself)
+        print("interrupted before training began: nothing was saved", file=sys.stderr)
+        sys.exit(130)

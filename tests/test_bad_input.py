@@ -60,7 +60,6 @@ def refused(call, args):
     (["--device", "tpu"], "error: --device tpu: expected cpu, cuda, cuda:N or mps"),
     (["--method", "cot", "--latent_stop", "classifier"],
      "error: --latent_stop classifier: only for --method coconut or no-curriculum, not cot"),
-    (["--max_new_tokens", "5000"], "error: 12 sequences (prompt + output) exceed the model's context of 1024"),
 ])
 def test_bad_train_flags_fail_with_one_line_and_write_nothing(mini_dir, tmp_path, flags, line):
     out = tmp_path / "run"
@@ -80,8 +79,8 @@ def test_flags_argparse_rejects_are_one_line_too(mini_dir, tmp_path, flags, star
 
 
 @pytest.mark.parametrize("flags,line", [
-    (["--nodes", "4", "5"], "error: --nodes 4 5: MIN must be at most MAX, at least 5 (a 2-step path, two people and "
-                            "a negative) and MAX at most 40 (38 concept names)"),
+    (["--nodes", "4", "5"], "error: --nodes 4 5: MIN must be at most MAX, at least 6 (a 2-step path, two people, a "
+                            "negative and a concept above it) and MAX at most 40 (38 concept names)"),
     (["--path", "3", "2"], "error: --path 3 2: MIN must be at least 1 and at most MAX"),
 ])
 def test_bad_generator_flags_of_the_laptop_recipe_write_no_data(tmp_path, monkeypatch, flags, line):

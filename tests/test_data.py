@@ -261,9 +261,9 @@ def test_stats_command_prints_the_histogram_of_any_file(tmp_path, capsys):
     path.write_text(json.dumps([chain_record(1), chain_record(2), chain_record(2)]))
     data.main(["prosqa", "--stats", str(path)])
     header, rule, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split(" | ")[-2:] == ["1 steps", "2 steps |"]
-    # nodes 4, 5, 5; edges 2, 3, 3; paths 1, 2, 2; one shortest path each
-    assert row == f"| {path} | 3 | 4.67 (4-5) | 2.67 (2-3) | 1.67 (1-2) | 1.00 (1-1) | 33.3 % | 66.7 % |"
+    assert header.split(" | ")[-3:] == ["1 steps", "2 steps", "one-hop shortcut |"]
+    # nodes 4, 5, 5; edges 2, 3, 3; paths 1, 2, 2; one shortest path each; Bob -> n answers every one in one hop
+    assert row == f"| {path} | 3 | 4.67 (4-5) | 2.67 (2-3) | 1.67 (1-2) | 1.00 (1-1) | 33.3 % | 66.7 % | 100.0 % |"
 
 
 def test_generate_prints_the_statistics_of_what_it_wrote(tmp_path, capsys):
@@ -277,7 +277,7 @@ def test_generate_prints_the_statistics_of_what_it_wrote(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--nodes", "4", "5"], "--nodes 4 5: MIN must be at most MAX, at least 6"),
+    (["--nodes", "4", "5"], "--nodes 4 5: MIN must be at most MAX, at least 7"),
     (["--nodes", "9", "8"], "--nodes 9 8"),
     (["--path", "0", "3"], "--path 0 3: MIN must be at least 1"),
     (["--train", "0"], "--train 0: a split holds at least 1 record"),
@@ -385,3 +385,48 @@ def test_malformed_prontoqa_generator_file_is_named(tmp_path):
     (tmp_path / "5hop_0shot_random.json").write_text(json.dumps({"example1": {"test_example": {"question": "q"}}}))
     with pytest.raises(DataError, match="5hop_0shot_random.json: example 'example1': test_example.query"):
         data.ensure_dataset("prontoqa", str(tmp_path))
+
+
+# --- the one-hop shortcut and the endless stream ("Honest ProsQA-mini") ---------------------------------------
+
+def test_the_shortcut_is_another_persons_edge_straight_to_the_negative():
+    r = chain_record(2)  # Tom -> c1 -> c2 (target); Bob -> n (negative): "Bob is a n." answers it
+    assert data.has_shortcut(r)
+    r = dict(r, idx_to_symbol=r["idx_to_symbol"] + ["m"], edges=[[0, 2], [2, 3], [1, 5], [5, 4]])  # Bob -> m -> n
+    assert not data.has_shortcut(r)
+    r["idx_to_symbol"].append("Rex")  # a third person (no edge points to Rex) with an edge to the negative
+    assert data.has_shortcut(dict(r, edges=r["edges"] + [[6, 4]]))
+    assert not data.has_shortcut(dict(r, edges=r["edges"] + [[3, 4]]))  # a concept's edge is no shortcut
+
+
+def test_the_official_split_has_the_shortcut_in_64_of_300_questions(prosqa):
+    assert data.graph_statistics(prosqa)["shortcut"] == data.SHORTCUT_SHARE == 64 / 300
+
+
+@pytest.mark.parametrize("nodes,path", [((17, 28), (3, 6)), ((6, 9), (2, 3)), ((8, 12), (2, 3)), ((6, 7), (2, 2))])
+def test_the_shortcut_share_is_the_official_one_at_every_scale(nodes, path):
+    """Left to chance, 82 % of 6-9-node questions had the shortcut; the generator draws the share instead."""
+    records = data.generate_prosqa({"train": 600}, seed=4, nodes=nodes, path=path)["train"]
+    assert abs(sum(map(data.has_shortcut, records)) / len(records) - data.SHORTCUT_SHARE) < 0.05
+
+
+def test_the_stream_never_repeats_a_question_nor_draws_a_held_out_one():
+    nodes, path = (6, 7), (2, 2)  # the smallest graphs: repeats are likeliest here
+    held_out = data.generate_prosqa({"valid": 100, "test": 100}, seed=0, nodes=nodes, path=path)
+    seen, questions = set(), []
+    for epoch in range(4):
+        questions += [r["question"] for r in data.prosqa_epoch(0, epoch, 400, nodes, path, seen)]
+    assert len(set(questions)) == len(questions) == 1600 == len(seen)
+    assert not any(map(data.is_held_out, questions))  # training questions: never from the held-out tenth
+    assert all(data.is_held_out(r["question"]) for split in held_out.values() for r in split)
+    other_seed = data.generate_prosqa({"valid": 100}, seed=7, nodes=nodes, path=path)["valid"]
+    assert not {r["question"] for r in other_seed} & set(questions)  # held out from any seed's training
+
+
+def test_an_epoch_of_the_stream_is_a_pure_function_of_the_seed_and_the_epoch():
+    def epochs(seed, n):
+        seen = set()
+        return [data.prosqa_epoch(seed, e, 50, (6, 9), (2, 3), seen) for e in range(n)]
+    assert epochs(0, 3) == epochs(0, 3)
+    assert epochs(0, 3)[:2] == epochs(0, 2)  # what a resumed run regenerates
+    assert epochs(1, 1) != epochs(0, 1)

@@ -119,3 +119,45 @@ def test_learning_curves_plot_every_run_with_its_stage_changes(tmp_path, monkeyp
     ev.main(["--curves", str(tmp_path / "coconut"), str(tmp_path / "cot"), "--plot", str(tmp_path / "figs")])
     assert os.listdir(tmp_path / "figs") == ["learning_curves.png"]
     assert plotted == [2.5, 3.5, 4.5]  # between the epochs where Coconut's stage changes; CoT has none
+
+
+def shortcut_record(shortcut):
+    """Tom -> wumpus -> yumpus (the target); Bob -> zumpus directly (the one-hop shortcut) or through rompus."""
+    names = ["Tom", "Bob", "wumpus", "yumpus", "zumpus", "rompus"]
+    edges = [[0, 2], [2, 3]] + ([[1, 4]] if shortcut else [[1, 5], [5, 4]])
+    said = {0: "Tom is a", 1: "Bob is a", 2: "Every wumpus is a", 5: "Every rompus is a"}
+    question = " ".join(f"{said[p]} {names[c]}." for p, c in edges) + " Is Tom a yumpus or zumpus?"
+    return {"question": question, "steps": ["Tom is a wumpus.", "Every wumpus is a yumpus."],
+            "answer": "Tom is a yumpus.", "idx_to_symbol": names, "edges": edges, "root": 0, "target": 3,
+            "neg_target": 4}
+
+
+def test_accuracy_is_split_by_the_shortcut_as_counted_by_hand():
+    records = [shortcut_record(s) for s in (True, True, False, False, False)]
+    acc = ev.accuracies(ev.accuracy_counts(records, [True, False, True, True, False]))
+    assert acc == {"accuracy": 3 / 5, "n": 5, "accuracy_shortcut": 1 / 2, "n_shortcut": 2,
+                   "accuracy_no_shortcut": 2 / 3, "n_no_shortcut": 3}
+    assert ev.split_text(acc) == "0.600 (with the one-hop shortcut 0.500 of 2, without 0.667 of 3)"
+    plain = ev.accuracies(ev.accuracy_counts([{"question": "q", "steps": [], "answer": "a"}], [True]))
+    assert plain == {"accuracy": 1.0, "n": 1}  # no graph, no split (ProntoQA, GSM8k)
+
+
+def test_eval_splits_a_fixed_file_as_labelled_by_hand(tmp_path):
+    folder = tmp_path / "d"
+    splits = data.generate_prosqa({"train": 8, "valid": 4}, seed=1, nodes=(6, 7), path=(2, 2))
+    by_hand = [True, False, False, True, False, False]
+    splits["test"] = [shortcut_record(s) for s in by_hand]
+    for s, records in splits.items():
+        data.write_json_atomic(records, str(folder / f"prosqa_{s}.json"))
+    train.main(["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu",
+                "--max_latent_stage", "1", "--epochs_per_stage", "1", "--num_epochs", "1", "--batch_size", "4",
+                "--micro_batch", "2", "--max_new_tokens", "8", "--data_dir", str(folder), "--out_dir", str(tmp_path / "r")])
+    ev.main(["--ckpt", str(tmp_path / "r"), "--data", str(folder / "prosqa_test.json"), "--split", "test"])
+    report = json.load(open(tmp_path / "r" / "eval_test.json"))
+    rows, summary = report["rows"], report["summary"]
+    assert [row["shortcut"] for row in rows] == by_hand
+    with_sc = [row["correct"] for row, s in zip(rows, by_hand) if s]
+    without = [row["correct"] for row, s in zip(rows, by_hand) if not s]
+    assert (summary["n"], summary["n_shortcut"], summary["n_no_shortcut"]) == (6, 2, 4)
+    assert summary["accuracy_shortcut"] == sum(with_sc) / 2 and summary["accuracy_no_shortcut"] == sum(without) / 4
+    assert summary["accuracy"] == (sum(with_sc) + sum(without)) / 6

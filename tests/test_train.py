@@ -145,15 +145,17 @@ def test_checkpoints_are_written_atomically(mini_dir, tmp_path, monkeypatch):
     run(mini_dir, tmp_path / "r", "--num_epochs", "1")
     before = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
 
-    def killed_mid_save(obj, path):
-        open(path, "wb").write(b"partial")
-        raise KeyboardInterrupt
+    def interrupted_mid_save(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # Ctrl-C while the checkpoint is being written
 
-    monkeypatch.setattr(torch, "save", killed_mid_save)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(torch, "save", interrupted_mid_save)
+    with pytest.raises(SystemExit) as stopped:
         run(mini_dir, tmp_path / "r", "--num_epochs", "2", "--resume")
+    assert stopped.value.code == 130
     after = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     assert after["epoch"] == before["epoch"]
+    assert sorted(os.listdir(tmp_path / "r")) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
 
 
 # --- checkpoints as evaluation sees them ---------------------------------------------------------------------
@@ -194,3 +196,52 @@ def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mi
     cot = torch.load(tmp_path / "cot" / "last.pt", weights_only=True)
     coco = torch.load(tmp_path / "coco" / "last.pt", weights_only=True)
     assert coco["vocab"] == cot["vocab"]
+
+
+# --- the endless stream of generated ProsQA-mini (--stream 1, the laptop recipe's data) -------------------------
+
+PROSQA_EPOCH = data.prosqa_epoch
+STREAM = ["--device", "cpu", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--train_size", "24", "--val_size",
+          "20", "--num_epochs", "4", "--epochs_per_stage", "2", "1", "--batch_size", "4", "--micro_batch", "4",
+          "--max_new_tokens", "24", "--uniform_prob", "0.5"]
+
+
+def stream_run(tmp_path, monkeypatch, out, *extra):
+    """The laptop recipe's data path (no --data_dir: generated into ./data) at a tiny size; returns every training
+    question the run drew, per epoch, and its metrics."""
+    monkeypatch.chdir(tmp_path)
+    drawn = []
+    monkeypatch.setattr(data, "prosqa_epoch", lambda *a: drawn.append(PROSQA_EPOCH(*a)) or drawn[-1])
+    train.main(STREAM + ["--out_dir", out, *extra])
+    with open(tmp_path / out / "metrics.jsonl") as f:
+        return [[r["question"] for r in epoch] for epoch in drawn], [json.loads(line) for line in f]
+
+
+def test_each_epoch_trains_on_fresh_questions_disjoint_from_the_held_out_ones(tmp_path, monkeypatch):
+    drawn, metrics = stream_run(tmp_path, monkeypatch, "run")
+    questions = [q for epoch in drawn for q in epoch]
+    assert len(drawn) == 4 and len(set(questions)) == len(questions) == 96
+    held_out = {r["question"] for s in ("valid", "test") for r in data.load_records(
+        str(tmp_path / "data" / "prosqa-mini-n6-9-p2-3-s0" / f"prosqa_{s}.json"))}
+    assert len(held_out) == 1000 and not held_out & set(questions)
+    assert [(m["questions_seen"], m["distinct_questions"]) for m in metrics] == [(24, 24), (48, 48), (72, 72), (96, 96)]
+    assert all(m["val_n_shortcut"] + m["val_n_no_shortcut"] == m["val_n"] == 20 for m in metrics)
+
+
+def test_a_fixed_set_repeats_with_stream_0(tmp_path, monkeypatch):
+    drawn, metrics = stream_run(tmp_path, monkeypatch, "fixed", "--stream", "0")
+    assert len(drawn) == 1  # drawn once, trained on every epoch
+    assert [(m["questions_seen"], m["distinct_questions"]) for m in metrics][-1] == (96, 24)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_resume_with_the_stream_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, stop_after):
+    whole, _ = stream_run(tmp_path, monkeypatch, "a")
+    stream_run(tmp_path, monkeypatch, "b", "--stop_after_epoch", str(stop_after))
+    resumed, metrics = stream_run(tmp_path, monkeypatch, "b", "--resume")
+    assert resumed[stop_after:] == whole[stop_after:]  # the epochs after the stop: the same fresh questions
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
