@@ -24,13 +24,15 @@ import time
 import torch
 
 import data
-import train  # the laptop recipe and its batching, measured exactly as a run does it
-from coconut import Coconut
+import tasks
+from coconut import Coconut, greedy_uncached
 from model import GPT, GPTConfig
+from run import LAPTOP, TINY, ArgumentParser, need, pick_device  # the laptop recipe, measured exactly as a run does it
 
 EOS_ID, START_LATENT_ID, END_LATENT_ID, LATENT_ID = data.GPT2_SPECIAL
 
-SHAPES = {"tiny": dict(n_layer=4, n_head=8, n_embd=128), "gpt2-124M": dict(n_layer=12, n_head=12, n_embd=768)}
+SHAPES = {"tiny": {k: TINY[k] for k in ("n_layer", "n_head", "n_embd")},
+          "gpt2-124M": dict(n_layer=12, n_head=12, n_embd=768)}
 
 
 def make_model(shape, device, pause=False):
@@ -62,19 +64,6 @@ def time_steps(coconut, batch, reps, device):
 def sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
-
-
-@torch.no_grad()
-def generate_uncached_batch1(coconut, prompt, max_new_tokens):
-    """The reference's decoding: one question at a time, the whole prefix (thoughts too) rerun per token."""
-    ids, out = list(prompt), []
-    for _ in range(max_new_tokens):
-        tok = int(coconut(torch.tensor([ids], device=coconut.model.lm_head.weight.device)).logits[0, -1].argmax())
-        if tok == EOS_ID:
-            break
-        out.append(tok)
-        ids.append(tok)
-    return out
 
 
 def step_ratio(shape, records, tok, device, reps, batch_size, compiled=False):
@@ -114,17 +103,16 @@ def peak_memory(shape, device, batch_size):
 
 def mini_examples(stage, n_records=2048):
     """The laptop recipe's training examples at `stage`: ProsQA-mini in the words vocabulary."""
-    records = data.generate_prosqa({"train": n_records}, 0, train.LAPTOP["nodes"], train.LAPTOP["path"])["train"]
+    records = tasks.generate_prosqa({"train": n_records}, 0, LAPTOP["nodes"], LAPTOP["path"])["train"]
     tok = data.Tokenizer.build("words", [t for r in records for t in data.record_texts(r)])
-    return [data.build_example(data.tokenize_record(tok, r), stage, "coconut", 1, train.LAPTOP["max_latent_stage"],
+    return [data.build_example(data.tokenize_record(tok, r), stage, "coconut", 1, LAPTOP["max_latent_stage"],
                                special=tok.special) for r in records], tok
 
 
 def padding_share(examples, tok, batch_size, bucket):
     """Share of pad positions over one epoch of train.py's batches of these examples."""
-    args = argparse.Namespace(batch_size=batch_size, bucket=bucket)
     masks = [data.collate([examples[i] for i in b], tok.eos_id, tok.special.latent)["attention_mask"]
-             for b in train.example_batches(examples, args, random.Random(0), tok.special.latent)]
+             for b in data.example_batches(examples, batch_size, bucket, random.Random(0), tok.special.latent)]
     return 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
 
 
@@ -137,30 +125,11 @@ def prosqa_path():
 
 
 def generated():
-    return data.generate_prosqa({"valid": 64}, seed=0)["valid"]
+    return tasks.generate_prosqa({"valid": 64}, seed=0)["valid"]
 
 
-def main(argv=None):
-    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--questions", type=int, default=64)
-    p.add_argument("--max_new_tokens", type=int, default=32)
-    p.add_argument("--compile", type=int, default=0, help="1: also time the steps with the GPT torch.compile'd")
-    args = p.parse_args(argv)
-    if args.compile not in (0, 1):
-        raise SystemExit(f"error: --compile {args.compile}: 0 or 1")
-    for flag in ("questions", "max_new_tokens"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"error: --{flag} {getattr(args, flag)}: must be at least 1")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device}: CUDA is not available")
-    torch.manual_seed(0)
-    path = prosqa_path()
-    records = data.load_records(path) if path else generated()
-    tok = data.Tokenizer()
-    print(f"bench on {args.device} ({torch.get_num_threads()} threads), ProsQA questions from "
-          f"{path or 'the generator'}, {time.strftime('%Y-%m-%d')}")
+def step_table(args, records, tok):
+    """Table 1: the training step's cost at both shapes (and compiled, with --compile 1); returns the eager rows."""
     reps = 1 if args.quick else 2
     rows = []
     for shape, bs in (("tiny", 16), ("gpt2-124M", 8 if args.device == "cpu" else 32)):
@@ -175,9 +144,12 @@ def main(argv=None):
     for shape, ratio, t_plain, t_coco, dims, mem in rows:
         print(f"| {shape} | {dims[0]} x {dims[1]} | {t_plain:.3f} | {t_coco:.3f} | {ratio:.2f} | "
               f"{'' if mem is None else f'{mem:.0f}'} |")
-    rows = [r for r in rows if r[5] is not None]  # the eager rows, for the summary line
+    return [r for r in rows if r[5] is not None]
 
-    # Generation: batched + cached vs batch-1 + uncached, same answers
+
+def generation_table(args, records, tok):
+    """Table 2: batched, cached generation against the reference's batch-1 uncached decoding, same answers.
+    Returns (speed-up, answers identical)."""
     n = 16 if args.quick else args.questions
     coconut = make_model("tiny", args.device).eval()
     samples = [data.tokenize_record(tok, r) for r in records[:n]]
@@ -188,7 +160,7 @@ def main(argv=None):
     sync(args.device)
     t_batched = time.perf_counter() - t
     t = time.perf_counter()
-    reference = [generate_uncached_batch1(coconut, pr["input_ids"], args.max_new_tokens) for pr in prompts]
+    reference = [greedy_uncached(coconut, pr["input_ids"], args.max_new_tokens) for pr in prompts]
     sync(args.device)
     t_ref = time.perf_counter() - t
     identical = all(gen.tokens[i, :gen.lengths[i]].tolist() == reference[i] for i in range(n))
@@ -198,17 +170,44 @@ def main(argv=None):
     print(f"| batch-1, whole prefix per token (reference) | {t_ref:.2f} |")
     print(f"| batched, key/value cache (ours) | {t_batched:.2f} |")
     print(f"| speed-up | {speedup:.1f}x (answers identical: {identical}) |")
+    return speedup, identical
 
+
+def padding_table():
+    """Table 3: the share of pad positions in the laptop recipe's batches, with and without --bucket."""
     print("\n| padding share (ProsQA-mini, words vocabulary) | batch 8 | batch 32 |")
     print("|---|---|---|")
-    for stage, name in ((0, "stage 0 (CoT)"), (train.LAPTOP["max_latent_stage"] + 1, "last stage (thoughts)")):
+    for stage, name in ((0, "stage 0 (CoT)"), (LAPTOP["max_latent_stage"] + 1, "last stage (thoughts)")):
         examples, mini_tok = mini_examples(stage)
         for bucket in (0, 1):
             shares = [padding_share(examples, mini_tok, bs, bucket) for bs in (8, 32)]
             print(f"| {name}, --bucket {bucket} | {shares[0]:.1%} | {shares[1]:.1%} |")
-    gpt2 = rows[1]
-    print(f"\nstep ratio {rows[0][1]:.2f} (tiny) {gpt2[1]:.2f} (gpt2) | generate speedup {speedup:.1f}x"
-          f"{'' if identical else ' (ANSWERS DIFFER)'} | peak MB {rows[0][5]:.0f} (tiny) {gpt2[5]:.0f} (gpt2)")
+
+
+def main(argv=None):
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best available)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--questions", type=int, default=64)
+    p.add_argument("--max_new_tokens", type=int, default=32)
+    p.add_argument("--compile", type=int, default=0, help="1: also time the steps with the GPT torch.compile'd")
+    args = p.parse_args(argv)
+    need(args.compile in (0, 1), "--compile", args.compile, "0 or 1")
+    for flag in ("questions", "max_new_tokens"):
+        need(getattr(args, flag) >= 1, f"--{flag}", getattr(args, flag), "must be at least 1")
+    args.device = pick_device(args.device)
+    torch.manual_seed(0)
+    path = prosqa_path()
+    records = data.load_records(path) if path else generated()
+    tok = data.Tokenizer()
+    print(f"bench on {args.device} ({torch.get_num_threads()} threads), ProsQA questions from "
+          f"{path or 'the generator'}, {time.strftime('%Y-%m-%d')}")
+    rows = step_table(args, records, tok)
+    speedup, identical = generation_table(args, records, tok)
+    padding_table()
+    tiny, gpt2 = rows
+    print(f"\nstep ratio {tiny[1]:.2f} (tiny) {gpt2[1]:.2f} (gpt2) | generate speedup {speedup:.1f}x"
+          f"{'' if identical else ' (ANSWERS DIFFER)'} | peak MB {tiny[5]:.0f} (tiny) {gpt2[5]:.0f} (gpt2)")
     if not identical:
         sys.exit(1)
 

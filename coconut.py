@@ -188,3 +188,18 @@ class Coconut(nn.Module):
                            past_kv=past_kv, with_logits=False)
             h, past_kv, pos, n_passes = o.hidden[:, -1], o.past_kv, pos + 1, n_passes + 1
         return Generation(tokens, lengths, n_passes), n_thoughts
+
+
+@torch.no_grad()
+def greedy_uncached(coconut, prompt, max_new_tokens):
+    """The reference's decoding, kept as the definition that Coconut.generate is tested and benchmarked against:
+    one question at a time, the whole prefix (thoughts too) rerun for every new token. Returns the new tokens."""
+    ids, out = list(prompt), []
+    device = coconut.model.lm_head.weight.device
+    for _ in range(max_new_tokens):
+        tok = int(coconut(torch.tensor([ids], device=device)).logits[0, -1].argmax())
+        if tok == coconut.eos_id:
+            break
+        out.append(tok)
+        ids.append(tok)
+    return out

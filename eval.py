@@ -9,183 +9,16 @@
 import argparse
 import json
 import os
-import pickle
 import sys
 import time
-import zipfile
 from collections import Counter
 
 import torch
 
 import data
-from coconut import Coconut
-from model import GPT, GPTConfig
-
-PAUSE_METHODS = ("pause", "pause-as-thought")  # thought slots keep the <|latent|> embedding
-CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
-
-
-def fail(msg):
-    raise SystemExit(f"error: {msg}")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# What training and evaluation share: the device, checkpoints, greedy generation and the answer check.
-# (train.py imports these; this file imports nothing from train.py.)
-
-def pick_device(requested):
-    if requested:
-        if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
-            fail(f"--device {requested}: expected cpu, cuda, cuda:N or mps")
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            fail(f"--device {requested}: CUDA is not available")
-        if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            fail("--device mps: MPS is not available")
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def autocast(device, bf16=True):
-    """bf16 autocast on CUDA (the default); a no-op on other devices or with --bf16 0."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda") and bool(bf16))
-
-
-def checkpoint_path(path):
-    """A .pt file, or a run folder (its best.pt, else last.pt)."""
-    if os.path.isdir(path):
-        for name in ("best.pt", "last.pt"):
-            if os.path.exists(os.path.join(path, name)):
-                return os.path.join(path, name)
-        fail(f"{path}: no best.pt or last.pt in this folder")
-    if not os.path.exists(path):
-        fail(f"{path}: no such checkpoint")
-    return path
-
-
-def load_checkpoint(path):
-    """A checkpoint of train.py as a dict, read with weights_only=True: a file that would need to run code to
-    load (any pickled object beyond tensors, numbers, strings, lists and dicts) is refused, never executed."""
-    path = checkpoint_path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # a torch.save archive whose pickle names a forbidden global, or garbage
-        if "Unsupported global" in str(e) or zipfile.is_zipfile(path):
-            fail(f"{path}: refused: it holds pickled Python objects that could run code when loaded; our "
-                 "checkpoints hold only tensors, numbers, strings, lists and dicts")
-        fail(f"{path}: not a PyTorch checkpoint (not an archive written by torch.save)")
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        fail(f"{path}: truncated or corrupt, not a readable checkpoint ({str(e).splitlines()[0]})")
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        fail(f"{path}: not a checkpoint written by train.py (no {', '.join(repr(k) for k in missing)})")
-    ckpt["path"] = path
-    return ckpt
-
-
-def model_from_checkpoint(ckpt, device):
-    """Rebuild exactly the model and vocabulary a checkpoint was trained with -> (Coconut, Tokenizer)."""
-    tok = data.Tokenizer.from_state(ckpt["vocab"])
-    config = GPTConfig(**ckpt["model_config"])
-    if config.vocab_size != tok.vocab_size:
-        fail(f"{ckpt['path']}: a model of {config.vocab_size} rows with a vocabulary of {tok.vocab_size}")
-    s, meta = tok.special, ckpt["meta"]
-    coconut = Coconut(GPT(config), s.latent, s.start, s.end, s.eos, pause_as_thought=meta["method"] in PAUSE_METHODS,
-                      stop_classifier=meta.get("latent_stop") == "classifier")
-    load_weights(coconut, ckpt)
-    return coconut.to(device), tok
-
-
-def load_weights(coconut, ckpt):
-    """Copy a checkpoint's GPT weights (and stop head, if the model has one) into `coconut`."""
-    try:
-        coconut.model.load_state_dict(ckpt["model"])
-        if coconut.stop_head is not None:
-            coconut.stop_head.load_state_dict(ckpt["stop_head"])
-    except (RuntimeError, KeyError) as e:
-        fail(f"{ckpt['path']}: its weights do not fit the model it describes ({str(e).splitlines()[0]})")
-
-
-def answer_of(text):
-    """The reference's answer extraction: the text after the last '#', commas removed."""
-    return text.split("#")[-1].replace(",", "").strip()
-
-
-def is_correct(text, answer):
-    """The reference's accuracy: the extracted answer equals the record's, commas removed."""
-    return answer_of(text) == answer.replace(",", "").strip()
-
-
-SPLIT_GROUPS = ("", "_shortcut", "_no_shortcut")  # all questions; ProsQA's with and without the one-hop shortcut
-
-
-def accuracy_counts(records, correct):
-    """Correct answers and questions: in all, and on ProsQA records split by data.has_shortcut. Counts, so that
-    shards of a validation set can be summed."""
-    counts = {f"{what}{group}": 0 for group in SPLIT_GROUPS for what in ("correct", "n")}
-    for r, ok in zip(records, correct):
-        groups = ("", "_shortcut" if data.has_shortcut(r) else "_no_shortcut") if "edges" in r else ("",)
-        for group in groups:
-            counts["correct" + group] += int(ok)
-            counts["n" + group] += 1
-    return counts
-
-
-def accuracies(counts):
-    """accuracy and n; on ProsQA also accuracy_shortcut / n_shortcut and accuracy_no_shortcut / n_no_shortcut.
-    A score can be right and measure the wrong thing: a model that learned the one-hop rule scores ~1 with the
-    shortcut and chance (0.5) without it; a model that searched scores alike on both."""
-    out = {}
-    for group in SPLIT_GROUPS:
-        if group and not counts["n_shortcut"] + counts["n_no_shortcut"]:
-            continue  # not ProsQA
-        n = counts["n" + group]
-        out["accuracy" + group] = counts["correct" + group] / n if n else None
-        out["n" + group] = n
-    return out
-
-
-def fmt_acc(x):
-    return "-" if x is None else f"{x:.3f}"
-
-
-def split_text(acc, accuracy="accuracy", n="n"):
-    """`0.612 (with the one-hop shortcut 0.981 of 104, without 0.514 of 396)`: how accuracies are printed. The
-    keys are accuracies()'s, or metrics.jsonl's with accuracy="val_acc", n="val_n"."""
-    if n + "_shortcut" not in acc:
-        return fmt_acc(acc[accuracy])
-    return (f"{fmt_acc(acc[accuracy])} (with the one-hop shortcut {fmt_acc(acc[accuracy + '_shortcut'])} of "
-            f"{acc[n + '_shortcut']}, without {fmt_acc(acc[accuracy + '_no_shortcut'])} of {acc[n + '_no_shortcut']})")
-
-
-@torch.no_grad()
-def generate_texts(coconut, tok, samples, stage, meta, device, max_new_tokens, latents=None, bf16=True):
-    """Greedy outputs for tokenized samples, decoded as the method does at `stage`.
-
-    latents=k forces k thoughts (the §5 analyses). Returns ([(text, new tokens)], forward passes).
-    """
-    classifier = meta.get("latent_stop") == "classifier" and latents is None
-    if latents is not None:
-        prompts = [{"input_ids": data.thought_prefix(s, latents, True, tok.special)} for s in samples]
-    elif classifier:  # the classifier decides how many thoughts follow <bot>
-        prompts = [{"input_ids": s["question"] + [tok.special.start]} for s in samples]
-    else:
-        prompts = [data.build_prompt(s, stage, meta["method"], meta["c"], meta["max_latent_stage"],
-                                     bool(meta["pad_latent_to_max"]), tok.special) for s in samples]
-    batch = {k: v.to(device) for k, v in data.collate(prompts, tok.eos_id, tok.special.latent).items()}
-    with autocast(device, bf16):
-        if classifier:
-            cap = min(stage, meta["max_latent_stage"]) * meta["c"]
-            gen, _ = coconut.generate_adaptive(**batch, max_thoughts=cap, max_new_tokens=max_new_tokens)
-        else:
-            gen = coconut.generate(**batch, max_new_tokens=max_new_tokens)
-    texts = [(tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True), int(gen.lengths[r]))
-             for r in range(len(samples))]
-    return texts, gen.n_passes
-
+import tasks
+from run import (ArgumentParser, accuracies, accuracy_counts, fail, fmt_acc, generate_texts, is_correct,
+                 load_checkpoint, model_from_checkpoint, need, pick_device, split_text)
 
 # ----------------------------------------------------------------------------------------------------------
 # §5.1 outcome classes on ProsQA.
@@ -319,9 +152,9 @@ def run_eval(coconut, tok, meta, records, samples, device, max_new_tokens, batch
 
 
 def get_args(argv=None):
-    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", action="append", default=[], help="a run folder or .pt; repeat to compare")
-    p.add_argument("--split", default="valid", choices=data.SPLITS)
+    p.add_argument("--split", default="valid", choices=tasks.SPLITS)
     p.add_argument("--data", default=None, help="a JSON file instead of the run's split")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
     p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k thoughts")
@@ -333,10 +166,6 @@ def get_args(argv=None):
     p.add_argument("--curves", nargs="+", default=None, metavar="RUN",
                    help="plot the learning curves of these run folders (validation accuracy per epoch) to --plot")
     args = p.parse_args(argv)
-
-    def need(ok, flag, value, allowed):
-        if not ok:
-            fail(f"{flag} {value}: {allowed}")
     need(args.ckpt or args.curves, "--ckpt", "(none)", "give at least one run folder or .pt (or --curves RUN...)")
     for flag in ("limit", "batch_size"):
         need(getattr(args, flag) is None or getattr(args, flag) >= 1, f"--{flag}", getattr(args, flag),
@@ -396,8 +225,7 @@ def main(argv=None):
               f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
         report = {"data": data_path, "summary": summary, "rows": rows}
         if graph:  # its own outputs, classified (Figure 5's CoT and No-CoT bars)
-            natural = 0 if meta["method"] in ("cot", "no-cot", "icot", "no-thought", "pause") else \
-                meta["max_latent_stage"] * meta["c"]
+            natural = meta["max_latent_stage"] * meta["c"] if data.METHODS[meta["method"]].markers else 0
             classes = Counter(classify(r, row["output"], natural) for r, row in zip(records, rows))
             report["outcomes"] = {o: classes[o] / len(records) for o in OUTCOMES}
             outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))

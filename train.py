@@ -15,7 +15,6 @@ import math
 import os
 import random
 import shlex
-import signal
 import sys
 import time
 from collections import namedtuple
@@ -24,31 +23,14 @@ import torch
 import torch.distributed as dist
 
 import data
-from coconut import Coconut
-from eval import (PAUSE_METHODS, accuracies, accuracy_counts, autocast, fail, generate_texts, is_correct,
-                  load_checkpoint, load_weights, pick_device, split_text)
-from model import GPT, GPTConfig, HF_REPOS, download_gpt2
-
-# The paper's recipes (GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr).
-PAPER = {
-    "prosqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
-    "prontoqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
-    "gsm8k": dict(c=2, max_latent_stage=3, epochs_per_stage=[3], num_epochs=25, max_new_tokens=64),
-}
-# A CPU with no network: a small model from scratch on ProsQA-mini (smaller graphs from our generator),
-# so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: README, "The laptop recipe".
-# Flags given explicitly still win.
-LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, c=1, max_latent_stage=2,
-              epochs_per_stage=[3, 1], num_epochs=8, batch_size=8, micro_batch=8, lr=1.5e-3,
-              lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
-LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses the first N validation records
-TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny; sizes overridable by flags
-FEEDBACK_METHODS = ("coconut", "no-curriculum")  # thoughts receive hidden states
-BUCKET_POOL = 64  # --bucket: batches are cut from pools of this many batches' worth of length-sorted samples
-
+import tasks
+import weights
+from run import (LAPTOP, LAPTOP_HELD_OUT, PAPER, TINY, ArgumentParser, accuracies, accuracy_counts, autocast,
+                 build_model, checkpoint_meta, fail, fault_point, generate_texts, is_correct, load_checkpoint,
+                 load_weights, need, pick_device, save_checkpoint, split_text)
 
 def get_args(argv=None):
-    p = data.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="prosqa", help="prosqa | prontoqa | gsm8k")
     p.add_argument("--method", default="coconut", help=" | ".join(data.METHODS))
     p.add_argument("--c", type=int, default=None, help="continuous thoughts per reasoning step")
@@ -109,8 +91,8 @@ def resolve(args, device):
     """Fill unset flags: the paper's recipe, or the laptop recipe when the model is the tiny one. Returns the
     notes to show once every flag has been checked."""
     notes = []
-    if args.dataset not in data.DATASETS:
-        fail(f"--dataset {args.dataset!r}: expected one of {', '.join(data.DATASETS)}")
+    if args.dataset not in tasks.DATASETS:
+        fail(f"--dataset {args.dataset!r}: expected one of {', '.join(tasks.DATASETS)}")
     if args.method not in data.METHODS:
         fail(f"--method {args.method!r}: expected one of {', '.join(data.METHODS)}")
     if args.model == "auto":
@@ -120,13 +102,13 @@ def resolve(args, device):
                          "setup is --model gpt2 on a GPU")
         else:
             try:
-                download_gpt2("gpt2")
+                weights.download_gpt2("gpt2")
                 args.model = "gpt2"
             except ConnectionError as e:
                 args.model = "tiny"
                 notes.append(f"model: tiny, since GPT-2's weights could not be fetched ({e}); --model gpt2 needs them")
-    if args.model not in ("tiny", *HF_REPOS) and not os.path.isdir(args.model):
-        fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(HF_REPOS)} or a Hugging Face folder")
+    if args.model not in ("tiny", *weights.HF_REPOS) and not os.path.isdir(args.model):
+        fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(weights.HF_REPOS)} or a Hugging Face folder")
     laptop = args.model == "tiny" and args.dataset == "prosqa" and args.data_dir is None
     recipe = dict(PAPER[args.dataset], lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, init_std=0.02,
                   uniform_prob=0.0, batch_size=128,
@@ -157,10 +139,6 @@ def resolve(args, device):
 
 def check_args(args, world):
     """Every flag, before any work: one line naming the flag, its value, and what is allowed."""
-    def need(ok, flag, value, allowed):
-        if not ok:
-            fail(f"{flag} {value}: {allowed}")
-
     for flag in ("c", "num_epochs", "batch_size", "micro_batch", "max_new_tokens", "icot_tokens_per_stage",
                  "n_layer", "n_embd", "n_head", "train_size", "val_size"):
         value = getattr(args, flag)
@@ -186,15 +164,16 @@ def check_args(args, world):
     thoughts = args.max_latent_stage * args.c
     need(thoughts < TINY["block_size"], "--max_latent_stage", args.max_latent_stage,
          f"{thoughts} thoughts (x --c {args.c}) do not fit a context of {TINY['block_size']}")
-    need(args.latent_stop == "fixed" or args.method in FEEDBACK_METHODS, "--latent_stop", args.latent_stop,
-         f"only for --method {' or '.join(FEEDBACK_METHODS)}, not {args.method}")
+    feedback = [m for m, row in data.METHODS.items() if row.slots == "thoughts"]
+    need(args.latent_stop == "fixed" or args.method in feedback, "--latent_stop", args.latent_stop,
+         f"only for --method {' or '.join(feedback)}, not {args.method}")
     need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
          f"a pretrained model ({args.model}) keeps GPT-2's vocabulary: --vocab gpt2")
     need(args.generated_data or not args.stream, "--stream", args.stream,
          "draws generated ProsQA-mini: only for --model tiny --dataset prosqa without --data_dir")
     if args.generated_data:
         try:
-            data.check_generator_flags(args.nodes, args.path)
+            tasks.check_generator_flags(args.nodes, args.path)
         except data.DataError as e:
             fail(str(e))
     need(not os.path.isfile(args.out_dir), "--out_dir", args.out_dir, "is a file, not a folder")
@@ -208,11 +187,12 @@ def check_args(args, world):
 def stage_for_epoch(epoch, args):
     """The curriculum: stage k for the epochs_per_stage[k] epochs after stage k-1's (the last length
     repeats), capped one past the last latent stage."""
-    if args.method in ("cot", "no-cot", "pause"):
+    stages = data.METHODS[args.method].stages
+    if stages == "none":
         return 0
-    if args.method == "icot":
-        return epoch  # one removal step per epoch
-    if args.method == "no-curriculum":
+    if stages == "epoch":  # iCoT: one removal step per epoch
+        return epoch
+    if stages == "last":  # w/o curriculum: the final stage from the start
         return args.max_latent_stage + 1
     per_stage = args.epochs_per_stage if isinstance(args.epochs_per_stage, (list, tuple)) else [args.epochs_per_stage]
     end = 0
@@ -244,15 +224,15 @@ def load_splits(args, log):
         paths = {s: os.path.join(args.data_dir, f"prosqa_{s}.json") for s in LAPTOP_HELD_OUT}
         if not all(os.path.exists(p) for p in paths.values()):
             # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
-            for s, records in data.generate_prosqa(LAPTOP_HELD_OUT, args.seed, tuple(args.nodes), tuple(args.path)).items():
+            for s, records in tasks.generate_prosqa(LAPTOP_HELD_OUT, args.seed, tuple(args.nodes), tuple(args.path)).items():
                 data.write_json_atomic(records, paths[s])
         held_out = {s: data.load_records(p, graph=True) for s, p in paths.items()}
-        texts = data.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs for t in data.record_texts(r)]
-        train = None if args.stream else data.prosqa_epoch(args.seed, 0, args.train_size, tuple(args.nodes),
+        texts = tasks.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs for t in data.record_texts(r)]
+        train = None if args.stream else tasks.prosqa_epoch(args.seed, 0, args.train_size, tuple(args.nodes),
                                                            tuple(args.path), set())
         sources = {"train": "the generated training stream", "valid": paths["valid"]}
         return Splits(train, held_out["valid"][: args.val_size], texts, sources)
-    paths = data.ensure_dataset(args.dataset, args.data_dir, notice=log)
+    paths = tasks.ensure_dataset(args.dataset, args.data_dir, notice=log)
     graph = args.dataset == "prosqa"
     splits = {s: data.load_records(p, graph) for s, p in paths.items()}
     texts = [t for records in splits.values() for r in records for t in data.record_texts(r)]
@@ -282,40 +262,8 @@ Splits = namedtuple("Splits", ["train", "valid", "texts", "sources"])
 
 def stream_samples(args, epoch, tok, seen):
     """--stream 1: epoch `epoch`'s fresh training questions, tokenized (their keys join `seen`)."""
-    records = data.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
+    records = tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
     return [data.tokenize_record(tok, r) for r in records]
-
-
-def build_model(args, tok, device):
-    """GPT-2 (released or from scratch) with the three Coconut rows, wrapped in the thought loop."""
-    if args.model == "tiny":
-        torch.manual_seed(args.seed)
-        gpt = GPT(GPTConfig(vocab_size=tok.vocab_size - 3, block_size=TINY["block_size"], n_layer=args.n_layer,
-                            n_head=args.n_head, n_embd=args.n_embd, init_std=args.init_std))
-    else:
-        try:
-            gpt = GPT.from_pretrained(args.model)
-        except ConnectionError as e:
-            fail(f"--model {args.model}: could not get the weights ({e}); download them on a machine with network "
-                 "into ~/.cache/coconut/<name>/ or pass a local Hugging Face folder")
-        except (ValueError, FileNotFoundError, OSError) as e:
-            fail(f"--model {args.model}: {e}")
-        if gpt.config.vocab_size != tok.vocab_size - 3:
-            fail(f"--model {args.model}: {gpt.config.vocab_size} rows, not GPT-2's {tok.vocab_size - 3}")
-    gpt.add_token_rows(3, init_from=tok.init_row)  # <|start-latent|>, <|end-latent|>, <|latent|>
-    s = tok.special
-    return Coconut(gpt, s.latent, s.start, s.end, s.eos, pause_as_thought=args.method in PAUSE_METHODS,
-                   stop_classifier=args.latent_stop == "classifier").to(device)
-
-
-def checkpoint_meta(args):
-    return {"method": args.method, "dataset": args.dataset, "c": args.c, "max_latent_stage": args.max_latent_stage,
-            "pad_latent_to_max": args.pad_latent_to_max, "latent_stop": args.latent_stop}
-
-
-def save_checkpoint(state, path):
-    """Atomically and durably (data.write_atomic): a kill mid-save leaves the previous checkpoint intact."""
-    data.write_atomic(path, lambda f: (torch.save(state, f), test_kill_point("mid-save", state["epoch"])))
 
 
 def write_metrics(history, path):
@@ -348,36 +296,6 @@ def interrupted(epoch, saved_epoch, last_path):
     else:
         print(f"interrupted in epoch {epoch + 1}; {last_path} holds epoch {saved_epoch + 1}: {command} --resume "
               "continues", file=sys.stderr)
-
-
-# Tests only: COCONUT_TEST_KILL=POINT:EPOCH SIGKILLs the run at that point of that (0-based) epoch, so a kill
-# at an awkward moment (mid-epoch, mid-save, between best.pt and last.pt, between last.pt and metrics.jsonl)
-# is reproducible.
-TEST_KILL = os.environ.get("COCONUT_TEST_KILL")
-
-
-def test_kill_point(point, epoch):
-    if TEST_KILL == f"{point}:{epoch}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def example_batches(examples, args, rng, latent_id):
-    """Each optimizer step's global batch (indices into examples), shuffled. With --bucket, samples of
-    similar length share a batch: pools of BUCKET_POOL batches are sorted by (column of the first thought,
-    length) and cut, then the batches are shuffled: a ProsQA-mini batch of 8 goes from 22 % padding to under 1 %
-    (python bench.py)."""
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    if args.bucket:
-        def length(i):
-            ids = examples[i]["input_ids"]
-            return (ids.index(latent_id) if latent_id in ids else 0, len(ids))
-        pool = args.batch_size * BUCKET_POOL
-        order = [i for k in range(0, len(order), pool) for i in sorted(order[k:k + pool], key=length)]
-    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
-    if args.bucket:
-        rng.shuffle(batches)
-    return batches
 
 
 def micro_batches(batches, examples, args, world, rank, tok):
@@ -485,7 +403,7 @@ def main(argv=None):
     seen = set()
     if train_records is None:
         for epoch in range(start_epoch):
-            data.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
+            tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
         train_tok = stream_samples(args, start_epoch, tok, seen)  # the first epoch's, checked below
     else:
         train_tok = [data.tokenize_record(tok, r) for r in train_records]
@@ -529,7 +447,7 @@ def main(argv=None):
             # Everything random in an epoch derives from (seed, epoch): resuming needs no saved RNG state.
             rng = random.Random(args.seed * 100003 + epoch)
             examples = build_examples(train_tok, stage, args, tok, rng)
-            batches = example_batches(examples, args, rng, tok.special.latent)
+            batches = data.example_batches(examples, args.batch_size, args.bucket, rng, tok.special.latent)
             # the schedule restarts with each stage's optimizer; its step count follows from the epoch
             first_epoch_of_stage = stages.index(stage)
             steps_in_stage = stages.count(stage) * len(batches)
@@ -556,7 +474,7 @@ def main(argv=None):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                test_kill_point("mid-epoch", epoch)
+                fault_point("mid-epoch", epoch)
                 elapsed = time.time() - t0
                 bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.2e}",
                                 tok_s=f"{tokens * world / max(elapsed, 1e-9):.0f}")
@@ -581,10 +499,10 @@ def main(argv=None):
                     state["stop_head"] = coconut.stop_head.state_dict()
                 if stage == final_stage and m["val_acc"] > best_acc:  # best among epochs evaluated as at the end
                     save_checkpoint(state, best_path)
-                    test_kill_point("after-best", epoch)
+                    fault_point("after-best", epoch)
                 save_checkpoint(state, last_path)
                 saved_epoch = epoch
-                test_kill_point("after-checkpoint", epoch)
+                fault_point("after-checkpoint", epoch)
                 write_metrics(history, metrics_path)
             if stage == final_stage:
                 best_acc = max(best_acc, m["val_acc"])

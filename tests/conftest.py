@@ -26,8 +26,9 @@ TINY_FLAGS = ["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head",
 def mini_dir(tmp_path_factory):
     """A few small generated ProsQA records, written as a dataset folder."""
     import data
+    import tasks
     folder = tmp_path_factory.mktemp("prosqa")
-    splits = data.generate_prosqa({"train": 8, "valid": 4, "test": 4}, seed=1, nodes=(6, 7), path=(2, 2))
+    splits = tasks.generate_prosqa({"train": 8, "valid": 4, "test": 4}, seed=1, nodes=(6, 7), path=(2, 2))
     for s, records in splits.items():
         data.write_json_atomic(records, str(folder / f"prosqa_{s}.json"))
     return str(folder)

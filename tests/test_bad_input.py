@@ -10,6 +10,7 @@ import torch
 
 from conftest import ROOT, TINY_FLAGS
 import data
+import tasks
 import eval as ev
 import train
 
@@ -208,13 +209,13 @@ def test_malformed_data_files_are_named_and_nothing_is_written(mini_dir, tmp_pat
     assert not (tmp_path / "r").exists()
     with pytest.raises(data.DataError, match=r"prosqa_stats.json: not valid JSON"):
         (tmp_path / "prosqa_stats.json").write_text("[{")
-        data.main(["prosqa", "--stats", str(tmp_path / "prosqa_stats.json")])
+        tasks.main(["prosqa", "--stats", str(tmp_path / "prosqa_stats.json")])
 
 
 def test_data_out_must_be_a_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(data.DataError, match=r"^--out .*notes.txt: is a file, not a folder$"):
-        data.main(["prosqa", "--generate", "--train", "5", "--out", str(tmp_path / "notes.txt")])
+        tasks.main(["prosqa", "--generate", "--train", "5", "--out", str(tmp_path / "notes.txt")])
     assert os.listdir(tmp_path) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
 
 

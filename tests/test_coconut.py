@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_gpt
-from coconut import Coconut, lm_loss
+from coconut import Coconut, greedy_uncached, lm_loss
 
 V, LATENT, START, END, EOS = 64, 61, 62, 63, 60
 
@@ -150,20 +150,6 @@ def test_thought_in_column_zero_is_rejected():
 
 
 # --- generation --------------------------------------------------------------------------------------------
-
-def greedy_uncached(coconut, ids, max_new_tokens):
-    """Reference-style decoding: one row, the whole prefix (thoughts included) rerun for every token."""
-    ids = list(ids)
-    out = []
-    for _ in range(max_new_tokens):
-        logits = coconut(torch.tensor([ids])).logits
-        tok = int(logits[0, -1].argmax())
-        if tok == EOS:
-            break
-        out.append(tok)
-        ids.append(tok)
-    return out
-
 
 def prompts_batch(prompt_rows):
     rows = [(p, [-100] * len(p)) for p in prompt_rows]

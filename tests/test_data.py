@@ -7,6 +7,7 @@ import pytest
 
 from conftest import shared_file
 import data
+import tasks
 from data import (Tokenizer, build_example, build_prompt, collate, tokenize_record, load_records, DataError,
                   LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID)
 
@@ -25,11 +26,11 @@ def real_records(*names):
     """Records of the real data files in ../shared, of the named datasets (default: all three)."""
     def prontoqa():
         with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
-            return data.prontoqa_from_generator(json.load(f))
+            return tasks.prontoqa_from_generator(json.load(f))
 
     def gsm8k():
         with open(shared_file("gsm8k_icot_valid.txt")) as f:
-            return data.gsm8k_from_icot(f.readlines(), "gsm8k_icot_valid.txt")
+            return tasks.gsm8k_from_icot(f.readlines(), "gsm8k_icot_valid.txt")
     loaders = {"prosqa": lambda: load_records(shared_file("prosqa_valid.json")), "prontoqa": prontoqa,
                "gsm8k": gsm8k}
     return [r for name in names or loaders for r in loaders[name]()]
@@ -99,17 +100,17 @@ def test_a_text_the_words_vocabulary_cannot_space_is_refused():
 def test_converters_match_the_reference_preprocessing():
     with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
         raw = json.load(f)
-    r = data.prontoqa_from_generator(raw)[0]
+    r = tasks.prontoqa_from_generator(raw)[0]
     ex = raw["example1"]["test_example"]
     assert r["question"] == ex["question"] + " True or false: Max is not wooden."
     assert r["steps"][0] == "Max is a vumpus. Each vumpus is a brimpus."
     assert r["steps"][-1] == "Max is not wooden." and len(r["steps"]) == 6
     assert r["answer"] == "True"
     with open(shared_file("gsm8k_icot_valid.txt")) as f:
-        g = data.gsm8k_from_icot(f.readlines(), "x")
+        g = tasks.gsm8k_from_icot(f.readlines(), "x")
     assert len(g) == 500
     assert g[0]["steps"] == ["<<4-2=2>>", "<<2/.5=4>>", "<<12/4=3>>", "<<100*3=300>>"] and g[0]["answer"] == "300"
-    splits = data.split_prontoqa(list(range(10000)))
+    splits = tasks.split_prontoqa(list(range(10000)))
     assert [len(splits[s]) for s in ("train", "valid", "test")] == [9000, 200, 800]
 
 
@@ -189,11 +190,11 @@ def test_collation_without_thoughts_only_right_pads():
 
 @pytest.fixture(scope="module")
 def generated():
-    return data.generate_prosqa({"train": 2000}, seed=0)["train"]
+    return tasks.generate_prosqa({"train": 2000}, seed=0)["train"]
 
 
 def test_generator_matches_official_statistics(generated, prosqa):
-    ours, official = data.graph_statistics(generated), data.graph_statistics(prosqa)
+    ours, official = tasks.graph_statistics(generated), tasks.graph_statistics(prosqa)
     for length, share in official["path_shares"].items():
         assert abs(ours["path_shares"].get(length, 0) - share) <= 0.04, length
     assert set(ours["path_shares"]) == set(official["path_shares"])
@@ -205,7 +206,7 @@ def test_generator_matches_official_statistics(generated, prosqa):
 
 
 def test_every_generated_record_is_a_sound_problem(generated):
-    mini = data.generate_prosqa({"train": 500}, seed=0, nodes=(6, 9), path=(2, 3))["train"]
+    mini = tasks.generate_prosqa({"train": 500}, seed=0, nodes=(6, 9), path=(2, 3))["train"]
     for r in generated + mini:
         children = data.children_of(r)
         parents = {c for _, c in r["edges"]}
@@ -240,8 +241,8 @@ def test_the_entity_is_the_person_with_the_farther_target(generated):
 
 
 def test_generator_is_deterministic_and_splits_disjoint():
-    a = data.generate_prosqa({"train": 50, "valid": 20, "test": 20}, seed=3)
-    b = data.generate_prosqa({"train": 50, "valid": 20, "test": 20}, seed=3)
+    a = tasks.generate_prosqa({"train": 50, "valid": 20, "test": 20}, seed=3)
+    b = tasks.generate_prosqa({"train": 50, "valid": 20, "test": 20}, seed=3)
     assert a == b
     qs = [r["question"] for s in a.values() for r in s]
     assert len(qs) == len(set(qs)) == 90
@@ -259,7 +260,7 @@ def chain_record(length):
 def test_stats_command_prints_the_histogram_of_any_file(tmp_path, capsys):
     path = tmp_path / "three.json"
     path.write_text(json.dumps([chain_record(1), chain_record(2), chain_record(2)]))
-    data.main(["prosqa", "--stats", str(path)])
+    tasks.main(["prosqa", "--stats", str(path)])
     header, rule, row = capsys.readouterr().out.strip().splitlines()
     assert header.split(" | ")[-3:] == ["1 steps", "2 steps", "one-hop shortcut |"]
     # nodes 4, 5, 5; edges 2, 3, 3; paths 1, 2, 2; one shortest path each; Bob -> n answers every one in one hop
@@ -267,12 +268,12 @@ def test_stats_command_prints_the_histogram_of_any_file(tmp_path, capsys):
 
 
 def test_generate_prints_the_statistics_of_what_it_wrote(tmp_path, capsys):
-    data.main(["prosqa", "--generate", "--out", str(tmp_path), "--nodes", "6", "9", "--path", "2", "3",
+    tasks.main(["prosqa", "--generate", "--out", str(tmp_path), "--nodes", "6", "9", "--path", "2", "3",
                "--train", "30", "--valid", "5", "--test", "5"])
     rows = capsys.readouterr().out.strip().splitlines()[2:]
     for s, row in zip(("train", "valid", "test"), rows):
         records = load_records(str(tmp_path / f"prosqa_{s}.json"), graph=True)
-        expected = data.statistics_table([(str(tmp_path / f"prosqa_{s}.json"), data.graph_statistics(records))])
+        expected = tasks.statistics_table([(str(tmp_path / f"prosqa_{s}.json"), tasks.graph_statistics(records))])
         assert row.split(" | ")[:6] == expected.splitlines()[2].split(" | ")[:6]
 
 
@@ -284,26 +285,26 @@ def test_generate_prints_the_statistics_of_what_it_wrote(tmp_path, capsys):
 ])
 def test_impossible_generator_flags_are_named(tmp_path, flags, message):
     with pytest.raises(DataError, match=message):
-        data.main(["prosqa", "--generate", "--out", str(tmp_path), *flags])
+        tasks.main(["prosqa", "--generate", "--out", str(tmp_path), *flags])
     assert not list(tmp_path.iterdir())
 
 
 def test_a_range_no_graph_can_meet_stops_instead_of_looping():
     # 5 steps need 8 nodes: the entity, 5 concepts, the other person and a negative
     with pytest.raises(DataError, match="no graph of 6-6 nodes had a target 5-5 steps away in 10,000 draws"):
-        data.generate_prosqa({"train": 1}, nodes=(6, 6), path=(5, 5))
+        tasks.generate_prosqa({"train": 1}, nodes=(6, 6), path=(5, 5))
 
 
 def test_generator_scale_flags_make_a_mini_prosqa():
-    mini = data.generate_prosqa({"train": 200}, seed=0, nodes=(8, 10), path=(2, 3))["train"]
-    st = data.graph_statistics(mini)
+    mini = tasks.generate_prosqa({"train": 200}, seed=0, nodes=(8, 10), path=(2, 3))["train"]
+    st = tasks.graph_statistics(mini)
     assert 8 <= st["nodes_min"] and st["nodes_max"] <= 10 and st["path_min"] >= 2 and st["path_max"] <= 3
 
 
 def test_prontoqa_generator_matches_the_official_sample():
     with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
         official = [v["test_example"] for v in json.load(f).values()]
-    ours = [v["test_example"] for v in data.generate_prontoqa_raw(1000, seed=0).values()]
+    ours = [v["test_example"] for v in tasks.generate_prontoqa_raw(1000, seed=0).values()]
     for name, ex in (("official", official), ("ours", ours)):
         assert all(len(e["chain_of_thought"]) == 11 for e in ex), name
         assert all(e["question"].count(". ") + 1 == 25 for e in ex), name
@@ -348,16 +349,16 @@ def test_malformed_graph_fields_and_json_are_named(tmp_path, prosqa):
     with pytest.raises(DataError, match="no such file"):
         load_records(str(tmp_path / "missing.json"))
     with pytest.raises(DataError, match="line 2"):
-        data.gsm8k_from_icot(["q||<<1>> #### 1\n", "no separator\n"], "g.txt")
+        tasks.gsm8k_from_icot(["q||<<1>> #### 1\n", "no separator\n"], "g.txt")
 
 
 def test_offline_prosqa_falls_back_to_the_generator_with_a_notice(tmp_path, monkeypatch):
     def no_network(url, path):
         raise ConnectionError("offline")
-    monkeypatch.setattr(data, "download", no_network)
-    monkeypatch.setattr(data, "PROSQA_SIZES", {"train": 5, "valid": 2, "test": 2})
+    monkeypatch.setattr(tasks, "download", no_network)
+    monkeypatch.setattr(tasks, "PROSQA_SIZES", {"train": 5, "valid": 2, "test": 2})
     notices = []
-    paths = data.ensure_dataset("prosqa", str(tmp_path), notice=notices.append)
+    paths = tasks.ensure_dataset("prosqa", str(tmp_path), notice=notices.append)
     assert len(notices) == 1 and "generated" in notices[0]
     assert [len(load_records(paths[s], graph=True)) for s in ("train", "valid", "test")] == [5, 2, 2]
     assert not list(tmp_path.glob("*.tmp"))
@@ -374,8 +375,8 @@ def test_gsm8k_download_follows_lfs_pointers_and_converts(tmp_path, monkeypatch)
         with open(path, "w") as f:
             f.write(text)
 
-    monkeypatch.setattr(data, "download", fake_download)
-    paths = data.ensure_dataset("gsm8k", str(tmp_path), notice=lambda m: None)
+    monkeypatch.setattr(tasks, "download", fake_download)
+    paths = tasks.ensure_dataset("gsm8k", str(tmp_path), notice=lambda m: None)
     assert sum(u.startswith("https://media.githubusercontent.com/") for u in fetched) == 1  # train only
     assert all("e06a32ee5e4cd117171daeb4755d2a97ece62761" in u for u in fetched)
     assert load_records(paths["train"]) == [{"question": "What is 2+2?", "steps": ["<<2+2=4>>"], "answer": "4"}]
@@ -384,7 +385,7 @@ def test_gsm8k_download_follows_lfs_pointers_and_converts(tmp_path, monkeypatch)
 def test_malformed_prontoqa_generator_file_is_named(tmp_path):
     (tmp_path / "5hop_0shot_random.json").write_text(json.dumps({"example1": {"test_example": {"question": "q"}}}))
     with pytest.raises(DataError, match="5hop_0shot_random.json: example 'example1': test_example.query"):
-        data.ensure_dataset("prontoqa", str(tmp_path))
+        tasks.ensure_dataset("prontoqa", str(tmp_path))
 
 
 # --- the one-hop shortcut and the endless stream ("Honest ProsQA-mini") ---------------------------------------
@@ -400,33 +401,33 @@ def test_the_shortcut_is_another_persons_edge_straight_to_the_negative():
 
 
 def test_the_official_split_has_the_shortcut_in_64_of_300_questions(prosqa):
-    assert data.graph_statistics(prosqa)["shortcut"] == data.SHORTCUT_SHARE == 64 / 300
+    assert tasks.graph_statistics(prosqa)["shortcut"] == tasks.SHORTCUT_SHARE == 64 / 300
 
 
 @pytest.mark.parametrize("nodes,path", [((17, 28), (3, 6)), ((6, 9), (2, 3)), ((8, 12), (2, 3)), ((6, 7), (2, 2))])
 def test_the_shortcut_share_is_the_official_one_at_every_scale(nodes, path):
     """Left to chance, 82 % of 6-9-node questions had the shortcut; the generator draws the share instead."""
-    records = data.generate_prosqa({"train": 600}, seed=4, nodes=nodes, path=path)["train"]
-    assert abs(sum(map(data.has_shortcut, records)) / len(records) - data.SHORTCUT_SHARE) < 0.05
+    records = tasks.generate_prosqa({"train": 600}, seed=4, nodes=nodes, path=path)["train"]
+    assert abs(sum(map(data.has_shortcut, records)) / len(records) - tasks.SHORTCUT_SHARE) < 0.05
 
 
 def test_the_stream_never_repeats_a_question_nor_draws_a_held_out_one():
     nodes, path = (6, 7), (2, 2)  # the smallest graphs: repeats are likeliest here
-    held_out = data.generate_prosqa({"valid": 100, "test": 100}, seed=0, nodes=nodes, path=path)
+    held_out = tasks.generate_prosqa({"valid": 100, "test": 100}, seed=0, nodes=nodes, path=path)
     seen, questions = set(), []
     for epoch in range(4):
-        questions += [r["question"] for r in data.prosqa_epoch(0, epoch, 400, nodes, path, seen)]
+        questions += [r["question"] for r in tasks.prosqa_epoch(0, epoch, 400, nodes, path, seen)]
     assert len(set(questions)) == len(questions) == 1600 == len(seen)
-    assert not any(map(data.is_held_out, questions))  # training questions: never from the held-out tenth
-    assert all(data.is_held_out(r["question"]) for split in held_out.values() for r in split)
-    other_seed = data.generate_prosqa({"valid": 100}, seed=7, nodes=nodes, path=path)["valid"]
+    assert not any(map(tasks.is_held_out, questions))  # training questions: never from the held-out tenth
+    assert all(tasks.is_held_out(r["question"]) for split in held_out.values() for r in split)
+    other_seed = tasks.generate_prosqa({"valid": 100}, seed=7, nodes=nodes, path=path)["valid"]
     assert not {r["question"] for r in other_seed} & set(questions)  # held out from any seed's training
 
 
 def test_an_epoch_of_the_stream_is_a_pure_function_of_the_seed_and_the_epoch():
     def epochs(seed, n):
         seen = set()
-        return [data.prosqa_epoch(seed, e, 50, (6, 9), (2, 3), seen) for e in range(n)]
+        return [tasks.prosqa_epoch(seed, e, 50, (6, 9), (2, 3), seen) for e in range(n)]
     assert epochs(0, 3) == epochs(0, 3)
     assert epochs(0, 3)[:2] == epochs(0, 2)  # what a resumed run regenerates
     assert epochs(1, 1) != epochs(0, 1)

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import data
+import run
+import tasks
 import eval as ev
 import train
 
@@ -67,7 +69,7 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
 
 def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
     folder = tmp_path / "d"
-    splits = data.generate_prosqa({"train": 8, "valid": 6, "test": 6}, seed=1, nodes=(6, 7), path=(2, 2))
+    splits = tasks.generate_prosqa({"train": 8, "valid": 6, "test": 6}, seed=1, nodes=(6, 7), path=(2, 2))
     for s, records in splits.items():
         data.write_json_atomic(records, str(folder / f"prosqa_{s}.json"))
     train.main(["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu",
@@ -86,8 +88,8 @@ def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
         shares = [report["latent_sweep"][k][o] for o in ev.OUTCOMES]
         assert sum(shares) == pytest.approx(1.0)  # exhaustive and disjoint
     # thought probing: each thought's top tokens are the head's softmax of the fed-back hidden state
-    ckpt = ev.load_checkpoint(str(tmp_path / "run"))
-    model, tok = ev.model_from_checkpoint(ckpt, "cpu")
+    ckpt = run.load_checkpoint(str(tmp_path / "run"))
+    model, tok = run.model_from_checkpoint(ckpt, "cpu")
     model.eval()
     sample = data.tokenize_record(tok, splits["test"][0])
     probes = ev.probe_thoughts(model, tok, sample, 2, "cpu", top=3)
@@ -134,17 +136,17 @@ def shortcut_record(shortcut):
 
 def test_accuracy_is_split_by_the_shortcut_as_counted_by_hand():
     records = [shortcut_record(s) for s in (True, True, False, False, False)]
-    acc = ev.accuracies(ev.accuracy_counts(records, [True, False, True, True, False]))
+    acc = run.accuracies(run.accuracy_counts(records, [True, False, True, True, False]))
     assert acc == {"accuracy": 3 / 5, "n": 5, "accuracy_shortcut": 1 / 2, "n_shortcut": 2,
                    "accuracy_no_shortcut": 2 / 3, "n_no_shortcut": 3}
-    assert ev.split_text(acc) == "0.600 (with the one-hop shortcut 0.500 of 2, without 0.667 of 3)"
-    plain = ev.accuracies(ev.accuracy_counts([{"question": "q", "steps": [], "answer": "a"}], [True]))
+    assert run.split_text(acc) == "0.600 (with the one-hop shortcut 0.500 of 2, without 0.667 of 3)"
+    plain = run.accuracies(run.accuracy_counts([{"question": "q", "steps": [], "answer": "a"}], [True]))
     assert plain == {"accuracy": 1.0, "n": 1}  # no graph, no split (ProntoQA, GSM8k)
 
 
 def test_eval_splits_a_fixed_file_as_labelled_by_hand(tmp_path):
     folder = tmp_path / "d"
-    splits = data.generate_prosqa({"train": 8, "valid": 4}, seed=1, nodes=(6, 7), path=(2, 2))
+    splits = tasks.generate_prosqa({"train": 8, "valid": 4}, seed=1, nodes=(6, 7), path=(2, 2))
     by_hand = [True, False, False, True, False, False]
     splits["test"] = [shortcut_record(s) for s in by_hand]
     for s, records in splits.items():

@@ -15,6 +15,7 @@ import torch
 
 from conftest import ROOT, TINY_FLAGS
 import data
+import run
 import eval as ev
 import train
 
@@ -82,7 +83,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_a_checkpoint_that_resumes(mini_dir,
     match = re.fullmatch(r"interrupted in epoch (\d+); (.+) holds epoch (\d+): (python train\.py .*) --resume continues",
                          line)
     assert match, line
-    ckpt = ev.load_checkpoint(match[2])  # loadable, and the epoch it says
+    ckpt = run.load_checkpoint(match[2])  # loadable, and the epoch it says
     assert match[2] == str(out / "last.pt") and ckpt["epoch"] + 1 == int(match[3]) <= int(match[1])
     assert match[4].split()[2:] == args  # the command as given, to which --resume is added
     assert [m["epoch"] for m in metrics(out)] == list(range(1, int(match[3]) + 1))

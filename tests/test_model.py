@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_gpt
-from model import GPT, GPTConfig, read_safetensors, write_safetensors, build_attn_mask
+from model import GPT, GPTConfig, build_attn_mask
+from weights import from_pretrained, load_hf_state_dict, read_safetensors, write_safetensors
 
 
 def test_token_ids_alone_give_logits_for_every_position():
@@ -156,7 +157,7 @@ def test_from_pretrained_reproduces_the_saved_model(tmp_path, fmt, prefix):
     # Conv1D weight were loaded untransposed the logits below would differ.
     source = tiny_gpt(vocab_size=70, dtype=torch.float32, seed=3)
     write_hf_folder(tmp_path, source, fmt, prefix)
-    loaded = GPT.from_pretrained(str(tmp_path))
+    loaded = from_pretrained(str(tmp_path))
     assert loaded.config.vocab_size == 70 and loaded.config.n_layer == 2
     idx = torch.randint(0, 70, (2, 9))
     torch.testing.assert_close(loaded(idx).logits, source(idx).logits)
@@ -168,7 +169,7 @@ def test_an_untransposed_square_conv1d_weight_changes_the_output(tmp_path):
     state = to_hf_state(source)
     state["transformer.h.0.attn.c_proj.weight"] = state["transformer.h.0.attn.c_proj.weight"].t()
     model = tiny_gpt(vocab_size=70, dtype=torch.float32, seed=9)
-    model.load_hf_state_dict(state)
+    load_hf_state_dict(model, state)
     idx = torch.randint(0, 70, (1, 5))
     assert not torch.allclose(model(idx).logits, source(idx).logits)
 
@@ -180,7 +181,7 @@ def test_mismatched_checkpoints_name_the_keys(tmp_path):
     state["transformer.h.0.extra.weight"] = torch.zeros(1)
     state["transformer.wpe.weight"] = torch.zeros(10, 32)
     with pytest.raises(ValueError) as e:
-        tiny_gpt(vocab_size=70, dtype=torch.float32).load_hf_state_dict(state, "ckpt.bin")
+        load_hf_state_dict(tiny_gpt(vocab_size=70, dtype=torch.float32), state, "ckpt.bin")
     msg = str(e.value)
     assert "ckpt.bin" in msg
     assert "missing key transformer.h.1.ln_2.weight" in msg
@@ -198,23 +199,23 @@ def test_safetensors_round_trip_keeps_dtype_shape_and_bytes(tmp_path):
 
 
 def test_named_model_is_read_from_the_cache_without_network(tmp_path, monkeypatch):
-    import model as model_module
+    import weights
     source = tiny_gpt(vocab_size=70, dtype=torch.float32)
     write_hf_folder(tmp_path / "gpt2", source, "safetensors", "")
-    monkeypatch.setattr(model_module, "download", lambda *a: pytest.fail("network used"))
-    loaded = GPT.from_pretrained("gpt2", cache_dir=str(tmp_path))
+    monkeypatch.setattr(weights, "download", lambda *a: pytest.fail("network used"))
+    loaded = from_pretrained("gpt2", cache_dir=str(tmp_path))
     idx = torch.randint(0, 70, (1, 4))
     torch.testing.assert_close(loaded(idx).logits, source(idx).logits)
 
 
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="gpt3"):
-        GPT.from_pretrained("gpt3")
+        from_pretrained("gpt3")
 
 
 def test_folder_without_config_or_with_an_incomplete_one_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        GPT.from_pretrained(str(tmp_path))
+        from_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 10, "n_layer": 1}))
     with pytest.raises(ValueError, match="config.json: missing n_head, n_embd"):
-        GPT.from_pretrained(str(tmp_path))
+        from_pretrained(str(tmp_path))

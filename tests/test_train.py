@@ -14,6 +14,8 @@ import torch
 
 from conftest import ROOT, TINY_FLAGS
 import data
+import tasks
+from run import generate_texts, load_checkpoint, model_from_checkpoint
 import eval as ev
 import train
 
@@ -69,13 +71,12 @@ def test_each_stage_restarts_the_schedule_with_its_optimizer(mini_dir, tmp_path,
 
 def test_bucketing_covers_every_example_once_with_less_padding():
     tok = data.Tokenizer()
-    records = data.generate_prosqa({"train": 512}, seed=2, nodes=(6, 9), path=(2, 3))["train"]
+    records = tasks.generate_prosqa({"train": 512}, seed=2, nodes=(6, 9), path=(2, 3))["train"]
     samples = [data.tokenize_record(tok, r) for r in records]
     examples = [data.build_example(s, 1, "coconut", max_latent_stage=3) for s in samples]
 
     def padding(bucket):
-        args = argparse.Namespace(batch_size=16, bucket=bucket)
-        batches = train.example_batches(examples, args, random.Random(0), data.LATENT_ID)
+        batches = data.example_batches(examples, 16, bucket, random.Random(0), data.LATENT_ID)
         assert sorted(i for b in batches for i in b) == list(range(512)) and len(batches) == 32
         return sum(int((1 - data.collate([examples[i] for i in b])["attention_mask"]).sum()) for b in batches)
     assert padding(1) < 0.5 * padding(0)
@@ -179,12 +180,12 @@ def test_latent_stop_classifier_trains_saves_and_decodes(mini_dir, tmp_path):
     metrics = run(mini_dir, tmp_path / "cls", "--num_epochs", "3", "--latent_stop", "classifier",
                   "--pad_latent_to_max", "0")
     assert [m["stage"] for m in metrics] == [0, 1, 2]
-    ckpt = ev.load_checkpoint(str(tmp_path / "cls" / "last.pt"))
+    ckpt = load_checkpoint(str(tmp_path / "cls" / "last.pt"))
     assert ckpt["meta"]["latent_stop"] == "classifier" and "stop_head" in ckpt
-    model, tok = ev.model_from_checkpoint(ckpt, "cpu")
+    model, tok = model_from_checkpoint(ckpt, "cpu")
     torch.testing.assert_close(model.stop_head.weight, ckpt["stop_head"]["weight"])
     samples = [data.tokenize_record(tok, r) for r in data.load_records(os.path.join(mini_dir, "prosqa_test.json"))]
-    texts, passes = ev.generate_texts(model, tok, samples, 2, ckpt["meta"], "cpu", 24)
+    texts, passes = generate_texts(model, tok, samples, 2, ckpt["meta"], "cpu", 24)
     assert len(texts) == 4 and passes >= 2
 
 
@@ -200,7 +201,7 @@ def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mi
 
 # --- the endless stream of generated ProsQA-mini (--stream 1, the laptop recipe's data) -------------------------
 
-PROSQA_EPOCH = data.prosqa_epoch
+PROSQA_EPOCH = tasks.prosqa_epoch
 STREAM = ["--device", "cpu", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--train_size", "24", "--val_size",
           "20", "--num_epochs", "4", "--epochs_per_stage", "2", "1", "--batch_size", "4", "--micro_batch", "4",
           "--max_new_tokens", "24", "--uniform_prob", "0.5"]
@@ -211,7 +212,7 @@ def stream_run(tmp_path, monkeypatch, out, *extra):
     question the run drew, per epoch, and its metrics."""
     monkeypatch.chdir(tmp_path)
     drawn = []
-    monkeypatch.setattr(data, "prosqa_epoch", lambda *a: drawn.append(PROSQA_EPOCH(*a)) or drawn[-1])
+    monkeypatch.setattr(tasks, "prosqa_epoch", lambda *a: drawn.append(PROSQA_EPOCH(*a)) or drawn[-1])
     train.main(STREAM + ["--out_dir", out, *extra])
     with open(tmp_path / out / "metrics.jsonl") as f:
         return [[r["question"] for r in epoch] for epoch in drawn], [json.loads(line) for line in f]

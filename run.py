@@ -1,0 +1,270 @@
+"""What a run's scripts share: one-line errors, the device, the recipes, the checkpoint, and evaluation's greedy
+generation and answer check (paper §4: greedy decoding, accuracy as the reference computes it).
+
+train.py, eval.py and bench.py import this module and never each other. A checkpoint is a dict of tensors,
+numbers, strings, lists and dicts: written atomically and durably (data.write_atomic), read with
+torch.load(weights_only=True), and rebuilt into exactly the model and vocabulary it was trained with.
+"""
+
+import argparse
+import os
+import pickle
+import signal
+import zipfile
+
+import torch
+
+import data
+import weights
+from coconut import Coconut
+from model import GPT, GPTConfig
+
+CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One-line errors: every bad flag or file stops a command with `error: <what>: <why>`, exit status 1.
+
+def fail(msg):
+    raise SystemExit(f"error: {msg}")
+
+
+def need(ok, flag, value, allowed):
+    """A flag's check: `error: --flag value: what is allowed`."""
+    if not ok:
+        fail(f"{flag} {value}: {allowed}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `error: ...`, like every other bad input (no usage dump)."""
+
+    def error(self, message):
+        raise SystemExit(f"error: {message}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The recipes: the paper's, the laptop's, and the tiny model's shape (train.py and bench.py read them).
+
+# The paper's recipes (GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr).
+PAPER = {
+    "prosqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
+    "prontoqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
+    "gsm8k": dict(c=2, max_latent_stage=3, epochs_per_stage=[3], num_epochs=25, max_new_tokens=64),
+}
+# A CPU with no network: a small model from scratch on ProsQA-mini (smaller graphs from our generator),
+# so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: README, "The laptop recipe".
+# Flags given explicitly still win.
+LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, c=1, max_latent_stage=2,
+              epochs_per_stage=[3, 1], num_epochs=8, batch_size=8, micro_batch=8, lr=1.5e-3,
+              lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
+LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses the first N validation records
+TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny; sizes overridable by flags
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The device.
+
+def pick_device(requested):
+    if requested:
+        if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
+            fail(f"--device {requested}: expected cpu, cuda, cuda:N or mps")
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            fail(f"--device {requested}: CUDA is not available")
+        if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            fail("--device mps: MPS is not available")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def autocast(device, bf16=True):
+    """bf16 autocast on CUDA (the default); a no-op on other devices or with --bf16 0."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda") and bool(bf16))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The checkpoint: what a run writes, and the model rebuilt from it.
+
+def checkpoint_meta(args):
+    return {"method": args.method, "dataset": args.dataset, "c": args.c, "max_latent_stage": args.max_latent_stage,
+            "pad_latent_to_max": args.pad_latent_to_max, "latent_stop": args.latent_stop}
+
+
+def save_checkpoint(state, path):
+    """Atomically and durably (data.write_atomic): a kill mid-save leaves the previous checkpoint intact."""
+    data.write_atomic(path, lambda f: (torch.save(state, f), fault_point("mid-save", state["epoch"])))
+
+
+def checkpoint_path(path):
+    """A .pt file, or a run folder (its best.pt, else last.pt)."""
+    if os.path.isdir(path):
+        for name in ("best.pt", "last.pt"):
+            if os.path.exists(os.path.join(path, name)):
+                return os.path.join(path, name)
+        fail(f"{path}: no best.pt or last.pt in this folder")
+    if not os.path.exists(path):
+        fail(f"{path}: no such checkpoint")
+    return path
+
+
+def load_checkpoint(path):
+    """A checkpoint of train.py as a dict, read with weights_only=True: a file that would need to run code to
+    load (any pickled object beyond tensors, numbers, strings, lists and dicts) is refused, never executed."""
+    path = checkpoint_path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # a torch.save archive whose pickle names a forbidden global, or garbage
+        if "Unsupported global" in str(e) or zipfile.is_zipfile(path):
+            fail(f"{path}: refused: it holds pickled Python objects that could run code when loaded; our "
+                 "checkpoints hold only tensors, numbers, strings, lists and dicts")
+        fail(f"{path}: not a PyTorch checkpoint (not an archive written by torch.save)")
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        fail(f"{path}: truncated or corrupt, not a readable checkpoint ({str(e).splitlines()[0]})")
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        fail(f"{path}: not a checkpoint written by train.py (no {', '.join(repr(k) for k in missing)})")
+    ckpt["path"] = path
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, device):
+    """Rebuild exactly the model and vocabulary a checkpoint was trained with -> (Coconut, Tokenizer)."""
+    tok = data.Tokenizer.from_state(ckpt["vocab"])
+    config = GPTConfig(**ckpt["model_config"])
+    if config.vocab_size != tok.vocab_size:
+        fail(f"{ckpt['path']}: a model of {config.vocab_size} rows with a vocabulary of {tok.vocab_size}")
+    coconut = coconut_for(GPT(config), tok, ckpt["meta"]["method"], ckpt["meta"].get("latent_stop"))
+    load_weights(coconut, ckpt)
+    return coconut.to(device), tok
+
+
+def load_weights(coconut, ckpt):
+    """Copy a checkpoint's GPT weights (and stop head, if the model has one) into `coconut`."""
+    try:
+        coconut.model.load_state_dict(ckpt["model"])
+        if coconut.stop_head is not None:
+            coconut.stop_head.load_state_dict(ckpt["stop_head"])
+    except (RuntimeError, KeyError) as e:
+        fail(f"{ckpt['path']}: its weights do not fit the model it describes ({str(e).splitlines()[0]})")
+
+
+def build_model(args, tok, device):
+    """A new run's model: GPT-2 (released or from scratch) with the three Coconut rows, in the thought loop."""
+    if args.model == "tiny":
+        torch.manual_seed(args.seed)
+        gpt = GPT(GPTConfig(vocab_size=tok.vocab_size - 3, block_size=TINY["block_size"], n_layer=args.n_layer,
+                            n_head=args.n_head, n_embd=args.n_embd, init_std=args.init_std))
+    else:
+        try:
+            gpt = weights.from_pretrained(args.model)
+        except ConnectionError as e:
+            fail(f"--model {args.model}: could not get the weights ({e}); download them on a machine with network "
+                 "into ~/.cache/coconut/<name>/ or pass a local Hugging Face folder")
+        except (ValueError, FileNotFoundError, OSError) as e:
+            fail(f"--model {args.model}: {e}")
+        if gpt.config.vocab_size != tok.vocab_size - 3:
+            fail(f"--model {args.model}: {gpt.config.vocab_size} rows, not GPT-2's {tok.vocab_size - 3}")
+    gpt.add_token_rows(3, init_from=tok.init_row)  # <|start-latent|>, <|end-latent|>, <|latent|>
+    return coconut_for(gpt, tok, args.method, args.latent_stop).to(device)
+
+
+def coconut_for(gpt, tok, method, latent_stop):
+    """A GPT whose rows are `tok`'s, wrapped in the thought loop as `method` uses it (METHODS)."""
+    s = tok.special
+    return Coconut(gpt, s.latent, s.start, s.end, s.eos, pause_as_thought=data.METHODS[method].slots == "pauses",
+                   stop_classifier=latent_stop == "classifier")
+
+
+# Tests only: COCONUT_TEST_KILL=POINT:EPOCH SIGKILLs the run at that point of that (0-based) epoch, so a kill
+# at an awkward moment (mid-epoch, mid-save, between best.pt and last.pt, between last.pt and metrics.jsonl)
+# is reproducible.
+TEST_KILL = os.environ.get("COCONUT_TEST_KILL")
+
+
+def fault_point(point, epoch):
+    if TEST_KILL == f"{point}:{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation's greedy generation and the answer check, shared with training's validation.
+
+def answer_of(text):
+    """The reference's answer extraction: the text after the last '#', commas removed."""
+    return text.split("#")[-1].replace(",", "").strip()
+
+
+def is_correct(text, answer):
+    """The reference's accuracy: the extracted answer equals the record's, commas removed."""
+    return answer_of(text) == answer.replace(",", "").strip()
+
+
+SPLIT_GROUPS = ("", "_shortcut", "_no_shortcut")  # all questions; ProsQA's with and without the one-hop shortcut
+
+
+def accuracy_counts(records, correct):
+    """Correct answers and questions: in all, and on ProsQA records split by data.has_shortcut. Counts, so that
+    shards of a validation set can be summed."""
+    counts = {f"{what}{group}": 0 for group in SPLIT_GROUPS for what in ("correct", "n")}
+    for r, ok in zip(records, correct):
+        groups = ("", "_shortcut" if data.has_shortcut(r) else "_no_shortcut") if "edges" in r else ("",)
+        for group in groups:
+            counts["correct" + group] += int(ok)
+            counts["n" + group] += 1
+    return counts
+
+
+def accuracies(counts):
+    """accuracy and n; on ProsQA also accuracy_shortcut / n_shortcut and accuracy_no_shortcut / n_no_shortcut.
+    A score can be right and measure the wrong thing: a model that learned the one-hop rule scores ~1 with the
+    shortcut and chance (0.5) without it; a model that searched scores alike on both."""
+    out = {}
+    for group in SPLIT_GROUPS:
+        if group and not counts["n_shortcut"] + counts["n_no_shortcut"]:
+            continue  # not ProsQA
+        n = counts["n" + group]
+        out["accuracy" + group] = counts["correct" + group] / n if n else None
+        out["n" + group] = n
+    return out
+
+
+def fmt_acc(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def split_text(acc, accuracy="accuracy", n="n"):
+    """`0.612 (with the one-hop shortcut 0.981 of 104, without 0.514 of 396)`: how accuracies are printed. The
+    keys are accuracies()'s, or metrics.jsonl's with accuracy="val_acc", n="val_n"."""
+    if n + "_shortcut" not in acc:
+        return fmt_acc(acc[accuracy])
+    return (f"{fmt_acc(acc[accuracy])} (with the one-hop shortcut {fmt_acc(acc[accuracy + '_shortcut'])} of "
+            f"{acc[n + '_shortcut']}, without {fmt_acc(acc[accuracy + '_no_shortcut'])} of {acc[n + '_no_shortcut']})")
+
+
+@torch.no_grad()
+def generate_texts(coconut, tok, samples, stage, meta, device, max_new_tokens, latents=None, bf16=True):
+    """Greedy outputs for tokenized samples, decoded as the method does at `stage`.
+
+    latents=k forces k thoughts (the §5 analyses). Returns ([(text, new tokens)], forward passes).
+    """
+    classifier = meta.get("latent_stop") == "classifier" and latents is None
+    if latents is not None:
+        prompts = [{"input_ids": data.thought_prefix(s, latents, True, tok.special)} for s in samples]
+    elif classifier:  # the classifier decides how many thoughts follow <bot>
+        prompts = [{"input_ids": s["question"] + [tok.special.start]} for s in samples]
+    else:
+        prompts = [data.build_prompt(s, stage, meta["method"], meta["c"], meta["max_latent_stage"],
+                                     bool(meta["pad_latent_to_max"]), tok.special) for s in samples]
+    batch = {k: v.to(device) for k, v in data.collate(prompts, tok.eos_id, tok.special.latent).items()}
+    with autocast(device, bf16):
+        if classifier:
+            cap = min(stage, meta["max_latent_stage"]) * meta["c"]
+            gen, _ = coconut.generate_adaptive(**batch, max_thoughts=cap, max_new_tokens=max_new_tokens)
+        else:
+            gen = coconut.generate(**batch, max_new_tokens=max_new_tokens)
+    texts = [(tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True), int(gen.lengths[r]))
+             for r in range(len(samples))]
+    return texts, gen.n_passes
