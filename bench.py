@@ -45,7 +45,7 @@ def make_model(shape, device, pause=False):
 def training_batch(records, tok, batch_size, device):
     samples = [data.tokenize_record(tok, r) for r in records[:batch_size]]
     return {k: v.to(device) for k, v in data.collate(
-        [data.build_example(s, 6, "coconut", c=1, max_latent_stage=6) for s in samples]).items()}
+        [data.build_example(s, 6, data.Curriculum("coconut", c=1, max_latent_stage=6)) for s in samples]).items()}
 
 
 def time_steps(coconut, batch, reps, device):
@@ -105,8 +105,8 @@ def mini_examples(stage, n_records=2048):
     """The laptop recipe's training examples at `stage`: ProsQA-mini in the words vocabulary."""
     records = tasks.generate_prosqa({"train": n_records}, 0, LAPTOP["nodes"], LAPTOP["path"])["train"]
     tok = data.Tokenizer.build("words", [t for r in records for t in data.record_texts(r)])
-    return [data.build_example(data.tokenize_record(tok, r), stage, "coconut", 1, LAPTOP["max_latent_stage"],
-                               special=tok.special) for r in records], tok
+    return [data.build_example(data.tokenize_record(tok, r), stage,
+                               data.Curriculum("coconut", 1, LAPTOP["max_latent_stage"]), special=tok.special) for r in records], tok
 
 
 def padding_share(examples, tok, batch_size, bucket):
@@ -153,7 +153,7 @@ def generation_table(args, records, tok):
     n = 16 if args.quick else args.questions
     coconut = make_model("tiny", args.device).eval()
     samples = [data.tokenize_record(tok, r) for r in records[:n]]
-    prompts = [data.build_prompt(s, 7, "coconut", c=1, max_latent_stage=6) for s in samples]
+    prompts = [data.build_prompt(s, 7, data.Curriculum("coconut", c=1, max_latent_stage=6)) for s in samples]
     t = time.perf_counter()
     batch = {k: v.to(args.device) for k, v in data.collate(prompts).items()}
     gen = coconut.generate(**batch, max_new_tokens=args.max_new_tokens)

@@ -64,26 +64,29 @@ class Coconut(nn.Module):
         finished, the other rows their own token's embedding. With the collator's alignment (first thought in
         the same column everywhere) n thoughts give exactly n+1 passes, as in the reference.
         """
-        T = input_ids.shape[1]
+        T = input_ids.shape[1]  # input_ids (B, T)
         attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
-        embeds = self.model.embed(input_ids)
-        is_thought = input_ids == self.latent_id
+        embeds = self.model.embed(input_ids)  # (B, T, C)
+        is_thought = input_ids == self.latent_id  # (B, T)
+        # the columns where some row holds a thought: each ends a pass
         columns = [] if self.pause_as_thought else torch.nonzero(is_thought.any(0)).flatten().tolist()
         if columns and columns[0] == 0:
             raise ValueError("a <|latent|> token in column 0 has no preceding hidden state to receive")
         bounds = [0] + columns + [T]
         chunks_hidden, chunks_embeds, past_kv = [], [], None
         for start, end in zip(bounds[:-1], bounds[1:]):
-            x = embeds[:, start:end]
+            x = embeds[:, start:end]  # (B, end - start, C)
             if start > 0 and not self.pause_as_thought:
-                thought = chunks_hidden[-1][:, -1]  # final hidden state at position start-1
-                first = torch.where(is_thought[:, start, None], thought.to(x.dtype), x[:, 0])
+                thought = chunks_hidden[-1][:, -1]  # (B, C): final hidden state at position start-1
+                first = torch.where(is_thought[:, start, None], thought.to(x.dtype), x[:, 0])  # (B, C)
                 x = torch.cat([first[:, None], x[:, 1:]], dim=1)
+            # the pass sees positions 0..end-1: the cached keys/values of 0..start-1, and these
             out = self.model(inputs_embeds=x, position_ids=position_ids[:, start:end],
                              attention_mask=attention_mask[:, :end], past_kv=past_kv, with_logits=False)
             chunks_hidden.append(out.hidden)
             chunks_embeds.append(x)
             past_kv = out.past_kv
+        # hidden and inputs_embeds (B, T, C) as one pass would give them, had the thoughts been known up front
         return ThoughtPass(torch.cat(chunks_hidden, 1), torch.cat(chunks_embeds, 1), past_kv, len(bounds) - 1)
 
     def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None, return_logits=True):
@@ -112,6 +115,15 @@ class Coconut(nn.Module):
         target = (input_ids[:, 1:] == self.end_id)[reads].to(hidden.dtype)
         return F.binary_cross_entropy_with_logits(self.stop_head(hidden[:, :-1][reads]).squeeze(-1), target)
 
+    def decoding_state(self, attention_mask, max_new_tokens):
+        """What greedy decoding starts from: row indices, each row's last prompt column, and per row the written
+        tokens (B, max_new_tokens) eos-filled, their count and whether the row is done."""
+        B, device = attention_mask.shape[0], attention_mask.device
+        tokens = torch.full((B, max_new_tokens), self.eos_id, dtype=torch.long, device=device)
+        lengths = torch.zeros(B, dtype=torch.long, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        return torch.arange(B, device=device), last_real_column(attention_mask), tokens, lengths, done
+
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, position_ids=None, max_new_tokens=128):
         """Batched greedy decoding with the key/value cache after the thoughts.
@@ -121,16 +133,12 @@ class Coconut(nn.Module):
         at eos (not counted in its length, not written) or after max_new_tokens.
         Returns Generation(tokens (B, max_new_tokens) eos-filled, lengths (B,), n_passes forward passes).
         """
-        B, device = input_ids.shape[0], input_ids.device
         attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
         out = self.run_thoughts(input_ids, attention_mask, position_ids)
-        rows, last = torch.arange(B, device=device), last_real_column(attention_mask)
+        rows, last, tokens, lengths, done = self.decoding_state(attention_mask, max_new_tokens)
         next_logits = self.model.lm_head(out.hidden[rows, last])
         next_pos = position_ids[rows, last] + 1
         past_kv, n_passes = out.past_kv, out.n_passes
-        tokens = torch.full((B, max_new_tokens), self.eos_id, dtype=torch.long, device=device)
-        lengths = torch.zeros(B, dtype=torch.long, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
             tok = torch.where(done, self.eos_id, next_logits.argmax(-1))
             done = done | (tok == self.eos_id)
@@ -156,17 +164,13 @@ class Coconut(nn.Module):
         """
         if self.stop_head is None:
             raise ValueError("generate_adaptive needs Coconut(..., stop_classifier=True) and a trained stop head")
-        B, device = input_ids.shape[0], input_ids.device
         attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
         out = self.model(input_ids, position_ids=position_ids, attention_mask=attention_mask, with_logits=False)
-        rows, last = torch.arange(B, device=device), last_real_column(attention_mask)
+        rows, last, tokens, lengths, done = self.decoding_state(attention_mask, max_new_tokens)
         h, pos, past_kv, n_passes = out.hidden[rows, last], position_ids[rows, last] + 1, out.past_kv, 1
-        thinking = torch.ones(B, dtype=torch.bool, device=device)
-        n_thoughts = torch.zeros(B, dtype=torch.long, device=device)
-        tokens = torch.full((B, max_new_tokens), self.eos_id, dtype=torch.long, device=device)
-        lengths = torch.zeros(B, dtype=torch.long, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        eot = self.model.embed(torch.tensor(self.end_id, device=device))
+        thinking = torch.ones_like(done)
+        n_thoughts = torch.zeros_like(lengths)
+        eot = self.model.embed(torch.tensor(self.end_id, device=input_ids.device))
         while True:
             stop = thinking & ((self.stop_head(h).squeeze(-1) > 0) | (n_thoughts >= max_thoughts))
             speaking = ~thinking & ~done

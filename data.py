@@ -65,20 +65,35 @@ def tokenize_record(tok, r):
     return {"question": question, "steps": steps, "answer": answer + [tok.eos_id]}
 
 
-def layout(n_steps, stage, method, c, max_latent_stage, pad_latent_to_max):
-    """What stage `stage` does to a sample with n_steps steps under `method` (a row of METHODS):
+# The curriculum's settings, one record (§3): the method (a row of METHODS), c thoughts per step, the last latent
+# stage, whether past it the thought count stays at max_latent_stage * c (the reference's pad_latent_to_max),
+# the probability of a random stage per sample (uniform_prob, the §5 analysis model), and iCoT's tokens per stage.
+Curriculum = namedtuple("Curriculum", ["method", "c", "max_latent_stage", "pad_latent_to_max", "uniform_prob",
+                                       "icot_tokens_per_stage"], defaults=(1, 6, True, 0.0, 8))
+
+
+def curriculum_of(settings):
+    """The Curriculum of a run's flags (vars(args)) or of a checkpoint's meta dict; missing settings default."""
+    found = {k: settings[k] for k in Curriculum._fields if k in settings}
+    if "pad_latent_to_max" in found:
+        found["pad_latent_to_max"] = bool(found["pad_latent_to_max"])
+    return Curriculum(**found)
+
+
+def layout(n_steps, stage, cur):
+    """What stage `stage` of curriculum `cur` does to a sample with n_steps steps:
     (steps dropped, thought or pause slots, markers?)."""
-    m = METHODS[method]
+    m = METHODS[cur.method]
     if m.drops == "none":
         return 0, 0, False
     if m.drops == "all":  # no-cot; pause: as many pauses as Coconut's thoughts at its last stage
-        return n_steps, (max_latent_stage * c if m.slots else 0), False
-    if stage > max_latent_stage:  # past the last stage every step goes; the thought count stays
+        return n_steps, (cur.max_latent_stage * cur.c if m.slots else 0), False
+    if stage > cur.max_latent_stage:  # past the last stage every step goes; the thought count stays
         drop = n_steps
-        thoughts = max_latent_stage if pad_latent_to_max else min(n_steps, max_latent_stage)
+        thoughts = cur.max_latent_stage if cur.pad_latent_to_max else min(n_steps, cur.max_latent_stage)
     else:
         drop, thoughts = stage, stage
-    return drop, (thoughts * c if m.slots else 0), m.markers
+    return drop, (thoughts * cur.c if m.slots else 0), m.markers
 
 
 def thought_prefix(sample, n_thoughts, markers, special):
@@ -87,29 +102,29 @@ def thought_prefix(sample, n_thoughts, markers, special):
         [special.end] if markers else [])
 
 
-def build_example(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_max=True, rng=None,
-                  uniform_prob=0.0, icot_tokens_per_stage=8, special=GPT2_SPECIAL):
-    """input_ids and labels for training; labels -100 on question, markers and thoughts."""
+def build_example(sample, stage, cur, rng=None, special=GPT2_SPECIAL):
+    """input_ids and labels for training at `stage` of curriculum `cur`; labels -100 on question, markers and
+    thoughts. With an rng, cur.uniform_prob of the samples take a random stage instead."""
     steps = sample["steps"]
-    if rng is not None and uniform_prob > 0 and rng.random() < uniform_prob:
+    if rng is not None and cur.uniform_prob > 0 and rng.random() < cur.uniform_prob:
         stage = rng.choice(range(len(steps) + 1))  # stage mixing (the analysis model, §5)
-    drop, n_thoughts, markers = layout(len(steps), stage, method, c, max_latent_stage, pad_latent_to_max)
+    drop, n_thoughts, markers = layout(len(steps), stage, cur)
     kept = [t for s in steps[drop:] for t in s]
-    if METHODS[method].stages == "epoch":  # iCoT: reasoning tokens removed from the front, a fixed number per stage
-        kept = kept[min(stage * icot_tokens_per_stage, len(kept)):]
+    if METHODS[cur.method].stages == "epoch":  # iCoT: reasoning tokens removed from the front, a fixed number per stage
+        kept = kept[min(stage * cur.icot_tokens_per_stage, len(kept)):]
     prefix = thought_prefix(sample, n_thoughts, markers, special)
     target = kept + sample["answer"]
     return {"input_ids": prefix + target, "labels": [-100] * len(prefix) + target}
 
 
-def build_prompt(sample, stage, method, c=1, max_latent_stage=6, pad_latent_to_max=True, special=GPT2_SPECIAL):
+def build_prompt(sample, stage, cur, special=GPT2_SPECIAL):
     """The evaluation prompt: the question, then whatever the method puts before the written part."""
     steps = sample["steps"]
-    _, n_thoughts, markers = layout(len(steps), stage, method, c, max_latent_stage, pad_latent_to_max)
-    if METHODS[method].markers and not pad_latent_to_max:
+    _, n_thoughts, markers = layout(len(steps), stage, cur)
+    if METHODS[cur.method].markers and not cur.pad_latent_to_max:
         # the reference's prompts (get_question_latent_dataset) cap thoughts at the sample's own step count
         # even before the last stage, where its training sequences do not
-        n_thoughts = min(n_thoughts, len(steps) * c)
+        n_thoughts = min(n_thoughts, len(steps) * cur.c)
     return {"input_ids": thought_prefix(sample, n_thoughts, markers, special)}
 
 
@@ -332,12 +347,17 @@ def validate_graph(r, where):
 
 # ProsQA records also carry their graph (idx_to_symbol, edges, root, target, neg_target).
 
-def children_of(record):
-    """A ProsQA record's graph as adjacency lists: children[p] lists every c with an edge p -> c ("p is a c")."""
-    children = [[] for _ in record["idx_to_symbol"]]
-    for p, c in record["edges"]:
+def adjacency(n, edges):
+    """Children lists of a graph of n nodes: children[p] lists every c with an edge p -> c ("p is a c")."""
+    children = [[] for _ in range(n)]
+    for p, c in edges:
         children[p].append(c)
     return children
+
+
+def children_of(record):
+    """A ProsQA record's graph as adjacency lists."""
+    return adjacency(len(record["idx_to_symbol"]), record["edges"])
 
 
 def bfs(children, source):

@@ -194,13 +194,87 @@ def eval_inputs(args, ckpt):
     block = ckpt["model_config"]["block_size"]
     for i, r in enumerate(records):
         sample = data.tokenize_record(tok, r)
-        prompt = data.build_prompt(sample, meta["max_latent_stage"] + 1, meta["method"], meta["c"],
-                                   meta["max_latent_stage"], bool(meta["pad_latent_to_max"]), tok.special)
+        prompt = data.build_prompt(sample, meta["max_latent_stage"] + 1, data.curriculum_of(meta), tok.special)
         n = max(len(prompt["input_ids"]), len(sample["question"]) + forced + 2) + run_args["max_new_tokens"]
         if n > block:
             fail(f"{data_path}: record {i}: {n} tokens (prompt + the run's max_new_tokens "
                  f"{run_args['max_new_tokens']}) exceed the model's context of {block}")
     return ckpt, data_path, records
+
+
+def latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf16):
+    """§5.1, Figure 5: for each k, k thoughts then language; the written outputs classified."""
+    sweep = {}
+    for k in args.latents:
+        rows, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, latents=k,
+                                 bf16=bf16)
+        classes = Counter(classify(r, row["output"], k) for r, row in zip(records, rows))
+        sweep[k] = {**{key: v for key, v in summary.items() if key.startswith("accuracy")},
+                    **{o: classes[o] / len(records) for o in OUTCOMES}}
+    return sweep
+
+
+def frontier_report(coconut, tok, records, samples, ks, device):
+    """§5.2, Figures 8-9: per question, the frontier values after k thoughts, on and off a path to the target."""
+    report = {}
+    for k in ks:
+        per_q = []
+        for r, s in zip(records, samples):
+            values, _ = frontier_values(coconut, tok, r, s, k, device)
+            children, heights = data.children_of(r), node_height(r)
+            on_path = {n for n in values if r["target"] in data.bfs(children, n)[0]}
+            per_q.append({"values": sorted(values.values(), reverse=True),
+                          "on_path": [values[n] for n in on_path],
+                          "off_path": [v for n, v in values.items() if n not in on_path],
+                          "height_value": [(heights[n], v) for n, v in values.items()]})
+        report[k] = per_q
+
+        def mean(xs):
+            return sum(xs) / max(len(xs), 1)
+        print(f"  frontier k={k}: mean value on a path to the target "
+              f"{mean([v for q in per_q for v in q['on_path']]):.3f}, elsewhere "
+              f"{mean([v for q in per_q for v in q['off_path']]):.3f}")
+    return report
+
+
+def evaluate_checkpoint(path, ckpt, data_path, records, args, device):
+    """Accuracy and efficiency of one checkpoint on its records, the analyses asked for, eval_<split>.json
+    written beside it. Returns (summary, the Figure 5 rows)."""
+    meta, run_args = ckpt["meta"], ckpt["args"]
+    coconut, tok = model_from_checkpoint(ckpt, device)
+    coconut.eval()
+    graph = meta["dataset"] == "prosqa"
+    samples = [data.tokenize_record(tok, r) for r in records]
+    max_new, bf16 = run_args["max_new_tokens"], run_args.get("bf16", 1)
+    rows, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, bf16=bf16)
+    print(f"{path}  [{meta['method']}, {os.path.basename(data_path)}]")
+    print(f"  accuracy {split_text(summary)}  CoT exact match {summary['cot_exact_match']:.3f}  "
+          f"new tokens {summary['mean_new_tokens']:.1f}  passes/batch {summary['forward_passes_per_batch']:.1f}  "
+          f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
+    report, outcome_rows = {"data": data_path, "summary": summary, "rows": rows}, []
+    if graph:  # its own outputs, classified (Figure 5's CoT and No-CoT bars)
+        natural = meta["max_latent_stage"] * meta["c"] if data.METHODS[meta["method"]].markers else 0
+        classes = Counter(classify(r, row["output"], natural) for r, row in zip(records, rows))
+        report["outcomes"] = {o: classes[o] / len(records) for o in OUTCOMES}
+        outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))
+    if args.probe:
+        report["probes"] = []
+        for r, s in list(zip(records, samples))[: args.probe]:
+            probes = probe_thoughts(coconut, tok, s, meta["max_latent_stage"] * meta["c"], device)
+            report["probes"].append(probes)
+            print(f"  {r['answer']!r}: " + " | ".join(
+                ", ".join(f"{t.strip() or repr(t)} {p:.2f}" for t, p in th) for th in probes))
+    if args.latents is not None and graph:
+        report["latent_sweep"] = latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf16)
+        outcome_rows += [(f"{meta['method']} k={k}", v["accuracy"], v) for k, v in report["latent_sweep"].items()]
+    if args.frontier is not None and graph:
+        report["frontier"] = frontier_report(coconut, tok, records, samples, args.frontier, device)
+    out_json = os.path.join(os.path.dirname(ckpt["path"]), f"eval_{args.split}.json")
+    data.write_json_atomic(report, out_json, indent=1)
+    print(f"  wrote {out_json}")
+    if args.plot:
+        plot(report, args.plot)
+    return {"method": meta["method"], **summary}, outcome_rows
 
 
 def main(argv=None):
@@ -210,67 +284,8 @@ def main(argv=None):
     inputs = [eval_inputs(args, load_checkpoint(path)) for path in args.ckpt]
     summaries, outcome_rows = {}, []
     for path, (ckpt, data_path, records) in zip(args.ckpt, inputs):
-        meta, run_args = ckpt["meta"], ckpt["args"]
-        coconut, tok = model_from_checkpoint(ckpt, device)
-        coconut.eval()
-        graph = meta["dataset"] == "prosqa"
-        samples = [data.tokenize_record(tok, r) for r in records]
-        max_new = run_args["max_new_tokens"]
-        bf16 = run_args.get("bf16", 1)
-        rows, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, bf16=bf16)
-        summaries[path] = {"method": meta["method"], **summary}
-        print(f"{path}  [{meta['method']}, {os.path.basename(data_path)}]")
-        print(f"  accuracy {split_text(summary)}  CoT exact match {summary['cot_exact_match']:.3f}  "
-              f"new tokens {summary['mean_new_tokens']:.1f}  passes/batch {summary['forward_passes_per_batch']:.1f}  "
-              f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
-        report = {"data": data_path, "summary": summary, "rows": rows}
-        if graph:  # its own outputs, classified (Figure 5's CoT and No-CoT bars)
-            natural = meta["max_latent_stage"] * meta["c"] if data.METHODS[meta["method"]].markers else 0
-            classes = Counter(classify(r, row["output"], natural) for r, row in zip(records, rows))
-            report["outcomes"] = {o: classes[o] / len(records) for o in OUTCOMES}
-            outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))
-        if args.probe:
-            n_thoughts = meta["max_latent_stage"] * meta["c"]
-            report["probes"] = []
-            for r, s in list(zip(records, samples))[: args.probe]:
-                probes = probe_thoughts(coconut, tok, s, n_thoughts, device)
-                report["probes"].append(probes)
-                print(f"  {r['answer']!r}: " + " | ".join(
-                    ", ".join(f"{t.strip() or repr(t)} {p:.2f}" for t, p in th) for th in probes))
-        if args.latents is not None and graph:
-            sweep = {}
-            for k in args.latents:
-                rows_k, summ_k = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size,
-                                          latents=k, bf16=bf16)
-                classes = Counter(classify(r, row["output"], k) for r, row in zip(records, rows_k))
-                sweep[k] = {**{key: v for key, v in summ_k.items() if key.startswith("accuracy")},
-                            **{o: classes[o] / len(records) for o in OUTCOMES}}
-                outcome_rows.append((f"{meta['method']} k={k}", summ_k["accuracy"], sweep[k]))
-            report["latent_sweep"] = sweep
-        if args.frontier is not None and graph:
-            fr = {}
-            for k in args.frontier:
-                per_q = []
-                for r, s in zip(records, samples):
-                    values, dist = frontier_values(coconut, tok, r, s, k, device)
-                    children = data.children_of(r)
-                    on_path = {n for n in values if r["target"] in data.bfs(children, n)[0]}
-                    heights = node_height(r)
-                    per_q.append({"values": sorted(values.values(), reverse=True),
-                                  "on_path": [values[n] for n in on_path],
-                                  "off_path": [v for n, v in values.items() if n not in on_path],
-                                  "height_value": [(heights[n], v) for n, v in values.items()]})
-                fr[k] = per_q
-                mean = lambda xs: sum(xs) / max(len(xs), 1)
-                print(f"  frontier k={k}: mean value on a path to the target "
-                      f"{mean([v for q in per_q for v in q['on_path']]):.3f}, elsewhere "
-                      f"{mean([v for q in per_q for v in q['off_path']]):.3f}")
-            report["frontier"] = fr
-        out_json = os.path.join(os.path.dirname(ckpt["path"]), f"eval_{args.split}.json")
-        data.write_json_atomic(report, out_json, indent=1)
-        print(f"  wrote {out_json}")
-        if args.plot:
-            plot(report, args.plot)
+        summaries[path], rows = evaluate_checkpoint(path, ckpt, data_path, records, args, device)
+        outcome_rows += rows
     if outcome_rows:  # Figure 5 as a table
         print("\n" + f"{'':22s}{'accuracy':>9s}" + "".join(f"{o:>16s}" for o in OUTCOMES))
         for name, acc, shares in outcome_rows:

@@ -41,18 +41,18 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
 
     def forward(self, x, attn_mask, past_kv):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        B, T, C = x.shape  # batch, new positions, width (n_embd)
+        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if past_kv is not None:
             # torch.cat, not an in-place write: the training loss backpropagates through every pass.
-            k = torch.cat([past_kv[0], k], dim=2)
+            k = torch.cat([past_kv[0], k], dim=2)  # (B, nh, S, hs), S = past + T positions
             v = torch.cat([past_kv[1], v], dim=2)
         if attn_mask is None:  # no padding and no cache: the fast fused causal kernel
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        else:  # attn_mask (B|1, 1, T, S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
         return self.c_proj(y), (k, v)
 
 
@@ -141,14 +141,14 @@ class GPT(nn.Module):
         """
         if (idx is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of idx and inputs_embeds")
-        x = self.transformer.wte(idx) if inputs_embeds is None else inputs_embeds
+        x = self.transformer.wte(idx) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         B, T, _ = x.shape
         past_len = 0 if past_kv is None else past_kv[0][0].shape[2]
         if past_len + T > self.config.block_size:
             raise ValueError(f"sequence of {past_len + T} positions exceeds block_size {self.config.block_size}")
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + T, device=x.device)[None, :]
-        x = x + self.transformer.wpe(position_ids)
+        x = x + self.transformer.wpe(position_ids)  # position_ids (B|1, T) -> (B|1, T, C), broadcast over B
         attn_mask = None
         if attention_mask is not None or past_len > 0:
             attn_mask = build_attn_mask(attention_mask, T, past_len, x.device)

@@ -256,8 +256,7 @@ def generate_texts(coconut, tok, samples, stage, meta, device, max_new_tokens, l
     elif classifier:  # the classifier decides how many thoughts follow <bot>
         prompts = [{"input_ids": s["question"] + [tok.special.start]} for s in samples]
     else:
-        prompts = [data.build_prompt(s, stage, meta["method"], meta["c"], meta["max_latent_stage"],
-                                     bool(meta["pad_latent_to_max"]), tok.special) for s in samples]
+        prompts = [data.build_prompt(s, stage, data.curriculum_of(meta), tok.special) for s in samples]
     batch = {k: v.to(device) for k, v in data.collate(prompts, tok.eos_id, tok.special.latent).items()}
     with autocast(device, bf16):
         if classifier:

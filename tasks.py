@@ -20,7 +20,7 @@ import os
 import random
 import sys
 
-from data import DataError, bfs, children_of, has_shortcut, load_records, read_text, record_texts, write_json_atomic
+from data import DataError, adjacency, bfs, children_of, has_shortcut, load_records, read_text, record_texts, write_json_atomic
 from run import ArgumentParser
 from weights import download
 
@@ -136,8 +136,9 @@ def prosqa_graph(rng, n_nodes, lam=1.5, p_side=0.35, p_person=0.025):
 MAX_GRAPH_DRAWS = 10_000  # a 6-step question takes ~70 draws; an impossible --nodes/--path must not loop forever
 
 
-def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
-    """Draw graphs until one has a target at shortest distance within `path`; return a ProsQA record.
+def prosqa_question_graph(rng, nodes, path):
+    """Draw graphs until one has a target at shortest distance within `path`. Returns (parents per node, the
+    entity, its distances, the target, the negative).
 
     Appendix A builds the graph and its two label sides (descendants of node 0, of node 1) but leaves open
     which of the two people the question asks about and which leaves become the options. Both are read off
@@ -155,10 +156,7 @@ def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
     for _ in range(MAX_GRAPH_DRAWS):
         n = rng.randint(*nodes)
         parents, label = prosqa_graph(rng, n)
-        children = [[] for _ in range(n)]
-        for child, ps in enumerate(parents):
-            for p in ps:
-                children[p].append(child)
+        children = adjacency(n, [(p, c) for c in range(n) for p in parents[c]])
         leaves = [i for i in range(n) if not children[i]]
         people = [i for i in range(n) if not parents[i]]  # parentless nodes are people, the others concepts
         if len(people) > len(PERSON_NAMES) or n - len(people) > len(CONCEPT_NAMES):
@@ -185,7 +183,14 @@ def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
         raise DataError(f"no graph of {nodes[0]}-{nodes[1]} nodes had a target {path[0]}-{path[1]} steps away in "
                         f"{MAX_GRAPH_DRAWS:,} draws: widen --nodes or --path")
     (_, root, dist, targets), negatives = rng.choice(choices)
-    target, neg = rng.choice([i for i in targets if dist[i] == far]), rng.choice(negatives)
+    return parents, root, dist, rng.choice([i for i in targets if dist[i] == far]), rng.choice(negatives)
+
+
+def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
+    """A ProsQA record: a question graph (prosqa_question_graph), its nodes named and its edges written out."""
+    parents, root, dist, target, neg = prosqa_question_graph(rng, nodes, path)
+    n = len(parents)
+    people = [i for i in range(n) if not parents[i]]
     # names are unique within a graph
     symbol = dict(zip(people, rng.sample(PERSON_NAMES, len(people))))
     symbol.update(zip([i for i in range(n) if parents[i]], rng.sample(CONCEPT_NAMES, n - len(people))))

@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 from collections import namedtuple
+from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -312,15 +313,15 @@ def micro_batches(batches, examples, args, world, rank, tok):
 
 
 def build_examples(samples, stage, args, tok, rng=None):
-    return [data.build_example(s, stage, args.method, args.c, args.max_latent_stage, bool(args.pad_latent_to_max),
-                               rng, args.uniform_prob if rng else 0.0, args.icot_tokens_per_stage, tok.special)
-            for s in samples]
+    """Training examples at `stage` of the run's curriculum (data.Curriculum of its flags)."""
+    cur = data.curriculum_of(vars(args))
+    return [data.build_example(s, stage, cur, rng, tok.special) for s in samples]
 
 
 @torch.no_grad()
 def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=1, rank=0):
     """Validation loss and generation accuracy at `stage`, sharded over ranks and summed; on ProsQA the
-    accuracy also split by the one-hop shortcut (eval.accuracies)."""
+    accuracy also split by the one-hop shortcut (run.accuracies)."""
     coconut.eval()
     meta = checkpoint_meta(args)
     loss_sum, loss_n, new_tokens, correct = 0.0, 0, 0, []
@@ -350,172 +351,188 @@ def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=
             **{("val_acc" + k[len("accuracy"):]) if k.startswith("accuracy") else "val_" + k: v for k, v in acc.items()}}
 
 
-def main(argv=None):
-    t_start = time.time()
-    args = get_args(argv)
-    ddp = "RANK" in os.environ
-    if ddp:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda"):
-            torch.cuda.set_device(device)
-    else:
-        rank, world, device = 0, 1, None
-    log = print if rank == 0 else (lambda *a, **k: None)
-    device = device or pick_device(args.device)
-    notes = resolve(args, device)
-    check_args(args, world)
-    for note in notes:
-        log(note)
+def start_processes(args):
+    """(ddp, rank, world, device): one process, or one of torchrun's (DDP)."""
+    if "RANK" not in os.environ:
+        return False, 0, 1, pick_device(args.device)
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+    return True, dist.get_rank(), dist.get_world_size(), device
 
-    # Every input is read and checked before anything is written to the run folder.
-    last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
-    resumed = load_checkpoint(last_path) if args.resume else None
+
+def setup(args, device, world, rank, log):
+    """Every input read and checked before anything is written to the run folder; then the folder. Returns the
+    run's state: the model, vocabulary, data, stage of each epoch, and where a resumed run stands."""
+    r = SimpleNamespace(last_path=os.path.join(args.out_dir, "last.pt"), best_path=os.path.join(args.out_dir, "best.pt"),
+                        metrics_path=os.path.join(args.out_dir, "metrics.jsonl"))
+    resumed = load_checkpoint(r.last_path) if args.resume else None
     init = load_checkpoint(args.init_from) if args.init_from else None
     if resumed and resumed["meta"]["method"] != args.method:
-        fail(f"--resume: {last_path} was trained with --method {resumed['meta']['method']}, not {args.method}")
+        fail(f"--resume: {r.last_path} was trained with --method {resumed['meta']['method']}, not {args.method}")
     splits = load_splits(args, log)
-    train_records, valid_records = splits.train, splits.valid
+    r.train_records, r.valid_records = splits.train, splits.valid
     inherited = resumed or init  # a checkpoint's rows mean its vocabulary's pieces: keep them
     if inherited:
-        tok = data.Tokenizer.from_state(inherited["vocab"])
-        if tok.kind != args.vocab:
-            fail(f"--vocab {args.vocab}: {inherited['path']} was trained with --vocab {tok.kind}")
+        r.tok = data.Tokenizer.from_state(inherited["vocab"])
+        if r.tok.kind != args.vocab:
+            fail(f"--vocab {args.vocab}: {inherited['path']} was trained with --vocab {r.tok.kind}")
     else:
-        tok = data.Tokenizer.build(args.vocab, splits.texts)
-    valid_tok = [data.tokenize_record(tok, r) for r in valid_records]
-    coconut = build_model(args, tok, device)
+        r.tok = data.Tokenizer.build(args.vocab, splits.texts)
+    r.valid_tok = [data.tokenize_record(r.tok, rec) for rec in r.valid_records]
+    r.coconut = build_model(args, r.tok, device)
     if init:
-        if init["model_config"]["vocab_size"] != coconut.model.config.vocab_size:
+        if init["model_config"]["vocab_size"] != r.coconut.model.config.vocab_size:
             fail(f"--init_from {init['path']}: vocabulary of {init['model_config']['vocab_size']} rows, this "
-                 f"model has {coconut.model.config.vocab_size}")
-        load_weights(coconut, init)
+                 f"model has {r.coconut.model.config.vocab_size}")
+        load_weights(r.coconut, init)
     if resumed:
-        load_weights(coconut, resumed)
+        load_weights(r.coconut, resumed)
     if args.compile:  # compiles the forward in place: parameters, state_dict and the thought loop are unchanged
-        coconut.model.compile(dynamic=True)
-    start_epoch, best_acc, stage_of_optimizer, opt_state, optimizer = args.start_epoch, -1.0, None, None, None
+        r.coconut.model.compile(dynamic=True)
+    r.start_epoch, r.best_acc, r.saved_epoch = args.start_epoch, -1.0, None
+    r.optimizer_stage, r.optimizer_state = None, None
     if resumed:
-        start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
-        stage_of_optimizer, opt_state = resumed["stage"], resumed["optimizer"]
+        r.start_epoch, r.best_acc, r.saved_epoch = resumed["epoch"] + 1, resumed["best_acc"], resumed["epoch"]
+        r.optimizer_stage, r.optimizer_state = resumed["stage"], resumed["optimizer"]
     # --stream 1: the keys of every question of epochs 0..e-1 (regenerated on resume), so epoch e repeats none
-    seen = set()
-    if train_records is None:
-        for epoch in range(start_epoch):
-            tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
-        train_tok = stream_samples(args, start_epoch, tok, seen)  # the first epoch's, checked below
+    r.seen = set()
+    if r.train_records is None:
+        for epoch in range(r.start_epoch):
+            tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), r.seen)
+        r.train_tok = stream_samples(args, r.start_epoch, r.tok, r.seen)  # the first epoch's, checked below
     else:
-        train_tok = [data.tokenize_record(tok, r) for r in train_records]
-    stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
-    final_stage = stages[-1]
-    check_lengths([(splits.sources["train"], train_tok), (splits.sources["valid"], valid_tok)], stages, args, tok,
-                  coconut.model.config.block_size)
-
-    model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
-    metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
+        r.train_tok = [data.tokenize_record(r.tok, rec) for rec in r.train_records]
+    r.stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
+    check_lengths([(splits.sources["train"], r.train_tok), (splits.sources["valid"], r.valid_tok)], r.stages, args,
+                  r.tok, r.coconut.model.config.block_size)
     # The checkpoint is the commit point: it carries every epoch's metrics line, and metrics.jsonl is rewritten
     # from it, so after a kill at any moment the file holds each epoch up to the checkpoint's exactly once.
-    history = resumed_metrics(resumed, metrics_path) if resumed else []
+    r.history = resumed_metrics(resumed, r.metrics_path) if resumed else []
     if rank == 0:
         if os.path.isdir(args.out_dir):  # what a killed save left behind (data.write_atomic's temporary files)
             for name in os.listdir(args.out_dir):
                 if name.endswith(".tmp"):
                     os.remove(os.path.join(args.out_dir, name))
         data.write_json_atomic(vars(args), os.path.join(args.out_dir, "config.json"), indent=1)
-        write_metrics(history, metrics_path)
+        write_metrics(r.history, r.metrics_path)
         log("config: " + " ".join(f"{k}={v}" for k, v in vars(args).items()))
         log(f"device {device}{' bf16' if device.startswith('cuda') and args.bf16 else ''}, {world} process(es), "
-            f"{coconut.model.num_params() / 1e6:.2f}M parameters, {tok.kind} vocabulary of {tok.vocab_size} rows, "
-            f"{len(train_tok)} {'fresh ' if train_records is None else ''}train samples per epoch / "
-            f"{len(valid_tok)} valid samples")
+            f"{r.coconut.model.num_params() / 1e6:.2f}M parameters, {r.tok.kind} vocabulary of {r.tok.vocab_size} "
+            f"rows, {len(r.train_tok)} {'fresh ' if r.train_records is None else ''}train samples per epoch / "
+            f"{len(r.valid_tok)} valid samples")
+    return r
 
+
+def train_epoch(r, model, optimizer, epoch, args, ddp, world, rank, device):
+    """One pass over the epoch's training examples at its stage; returns the mean training loss."""
     from tqdm import tqdm
-    epoch, saved_epoch = start_epoch, start_epoch - 1 if resumed else None
+    stage = r.stages[epoch]
+    # Everything random in an epoch derives from (seed, epoch): resuming needs no saved RNG state.
+    rng = random.Random(args.seed * 100003 + epoch)
+    examples = build_examples(r.train_tok, stage, args, r.tok, rng)
+    batches = data.example_batches(examples, args.batch_size, args.bucket, rng, r.tok.special.latent)
+    # the schedule restarts with each stage's optimizer; its step count follows from the epoch
+    steps_in_stage = r.stages.count(stage) * len(batches)
+    step = (epoch - r.stages.index(stage)) * len(batches)
+    r.coconut.train()
+    bar = tqdm(micro_batches(batches, examples, args, world, rank, r.tok), total=len(batches), disable=rank != 0,
+               desc=f"epoch {epoch + 1}/{args.num_epochs} stage {stage}", leave=False)
+    t0, tokens, loss_sum = time.time(), 0, 0.0
+    for micro in bar:
+        lr = learning_rate(step, steps_in_stage, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for k, batch in enumerate(micro):
+            batch = {key: v.to(device) for key, v in batch.items()}
+            sync = k == len(micro) - 1
+            ctx = model.no_sync() if ddp and not sync else torch.enable_grad()
+            with ctx, autocast(device, args.bf16):
+                out = model(**batch, return_logits=False)
+                (out.loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
+            loss_sum += float(out.loss.detach()) / len(micro)
+            tokens += int(batch["attention_mask"].sum())
+        if args.grad_clip:
+            torch.nn.utils.clip_grad_norm_(r.coconut.parameters(), args.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        fault_point("mid-epoch", epoch)
+        bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.2e}",
+                        tok_s=f"{tokens * world / max(time.time() - t0, 1e-9):.0f}")
+    return loss_sum / len(batches)
+
+
+def save_epoch(r, optimizer, epoch, m, args, log):
+    """Log the epoch, write best.pt (the best validation accuracy at the final stage) and last.pt, then
+    metrics.jsonl from the history last.pt carries. Rank 0 only."""
+    stage, final_stage = r.stages[epoch], r.stages[-1]
+    log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {m['train_loss']:.4f} | val loss {m['val_loss']:.4f} | "
+        f"val acc {split_text(m, 'val_acc', 'val_n')} | new tokens {m['val_new_tokens']:.1f} | questions seen "
+        f"{m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | {m['seconds']:.0f}s")
+    best = stage == final_stage and m["val_acc"] > r.best_acc  # best among epochs evaluated as at the end
+    state = {"model": r.coconut.model.state_dict(), "model_config": vars(r.coconut.model.config),
+             "vocab": r.tok.state(), "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args),
+             "epoch": epoch, "stage": stage, "optimizer": optimizer.state_dict(), "metrics": r.history,
+             "best_acc": m["val_acc"] if best else r.best_acc}
+    if r.coconut.stop_head is not None:
+        state["stop_head"] = r.coconut.stop_head.state_dict()
+    if best:
+        save_checkpoint(state, r.best_path)
+        fault_point("after-best", epoch)
+    save_checkpoint(state, r.last_path)
+    r.saved_epoch = epoch
+    fault_point("after-checkpoint", epoch)
+    write_metrics(r.history, r.metrics_path)
+
+
+def main(argv=None):
+    t_start = time.time()
+    args = get_args(argv)
+    ddp, rank, world, device = start_processes(args)
+    log = print if rank == 0 else (lambda *a, **k: None)
+    notes = resolve(args, device)
+    check_args(args, world)
+    for note in notes:  # once every flag has passed
+        log(note)
+    r = setup(args, device, world, rank, log)
+    model = torch.nn.parallel.DistributedDataParallel(r.coconut) if ddp else r.coconut
+    optimizer, epoch = None, r.start_epoch
     try:
-        for epoch in range(start_epoch, args.num_epochs):
-            stage = stages[epoch]
-            if optimizer is None or stage != stage_of_optimizer:  # a fresh AdamW at each new stage (§3)
-                optimizer = torch.optim.AdamW(coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-                if opt_state is not None and stage == stage_of_optimizer:  # resumed mid-stage: keep its moments
-                    optimizer.load_state_dict(opt_state)
-                opt_state, stage_of_optimizer = None, stage
+        for epoch in range(r.start_epoch, args.num_epochs):
+            stage = r.stages[epoch]
+            if optimizer is None or stage != r.optimizer_stage:  # a fresh AdamW at each new stage (§3)
+                optimizer = torch.optim.AdamW(r.coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+                if r.optimizer_state is not None and stage == r.optimizer_stage:  # resumed mid-stage: its moments
+                    optimizer.load_state_dict(r.optimizer_state)
+                r.optimizer_state, r.optimizer_stage = None, stage
             t0 = time.time()
-            if train_records is None and epoch > start_epoch:
-                train_tok = stream_samples(args, epoch, tok, seen)
+            if r.train_records is None and epoch > r.start_epoch:
+                r.train_tok = stream_samples(args, epoch, r.tok, r.seen)
             data_seconds = time.time() - t0
-            # Everything random in an epoch derives from (seed, epoch): resuming needs no saved RNG state.
-            rng = random.Random(args.seed * 100003 + epoch)
-            examples = build_examples(train_tok, stage, args, tok, rng)
-            batches = data.example_batches(examples, args.batch_size, args.bucket, rng, tok.special.latent)
-            # the schedule restarts with each stage's optimizer; its step count follows from the epoch
-            first_epoch_of_stage = stages.index(stage)
-            steps_in_stage = stages.count(stage) * len(batches)
-            step = (epoch - first_epoch_of_stage) * len(batches)
-            coconut.train()
-            bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches),
-                       disable=rank != 0, desc=f"epoch {epoch + 1}/{args.num_epochs} stage {stage}", leave=False)
-            tokens, loss_sum = 0, 0.0
-            for micro in bar:
-                lr = learning_rate(step, steps_in_stage, args)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                for k, batch in enumerate(micro):
-                    batch = {key: v.to(device) for key, v in batch.items()}
-                    sync = k == len(micro) - 1
-                    ctx = model.no_sync() if ddp and not sync else torch.enable_grad()
-                    with ctx, autocast(device, args.bf16):
-                        out = model(**batch, return_logits=False)
-                        (out.loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
-                    loss_sum += float(out.loss.detach()) / len(micro)
-                    tokens += int(batch["attention_mask"].sum())
-                if args.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(coconut.parameters(), args.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                fault_point("mid-epoch", epoch)
-                elapsed = time.time() - t0
-                bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.2e}",
-                                tok_s=f"{tokens * world / max(elapsed, 1e-9):.0f}")
-            train_loss = loss_sum / len(batches)
-            m = evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world, rank)
+            train_loss = train_epoch(r, model, optimizer, epoch, args, ddp, world, rank, device)
             trained = epoch + 1 - args.start_epoch  # epochs this run (and the runs it resumes) trained
-            m = {"epoch": epoch + 1, "stage": stage, "train_loss": train_loss, **m,
-                 "questions_seen": trained * len(train_tok),
-                 "distinct_questions": (trained if train_records is None else 1) * len(train_tok),
+            m = {"epoch": epoch + 1, "stage": stage, "train_loss": train_loss,
+                 **evaluate(r.coconut, r.tok, r.valid_records, r.valid_tok, stage, args, device, world, rank),
+                 "questions_seen": trained * len(r.train_tok),
+                 "distinct_questions": (trained if r.train_records is None else 1) * len(r.train_tok),
                  "seconds": time.time() - t0, "data_seconds": data_seconds, "wall": time.time() - t_start}
-            history.append(m)
+            r.history.append(m)
             if rank == 0:
-                log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {train_loss:.4f} | val loss "
-                    f"{m['val_loss']:.4f} | val acc {split_text(m, 'val_acc', 'val_n')} | new tokens {m['val_new_tokens']:.1f} | "
-                    f"questions seen {m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | "
-                    f"{m['seconds']:.0f}s")
-                state = {"model": coconut.model.state_dict(), "model_config": vars(coconut.model.config),
-                         "vocab": tok.state(), "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args),
-                         "epoch": epoch, "stage": stage, "optimizer": optimizer.state_dict(), "metrics": history,
-                         "best_acc": max(best_acc, m["val_acc"]) if stage == final_stage else best_acc}
-                if coconut.stop_head is not None:
-                    state["stop_head"] = coconut.stop_head.state_dict()
-                if stage == final_stage and m["val_acc"] > best_acc:  # best among epochs evaluated as at the end
-                    save_checkpoint(state, best_path)
-                    fault_point("after-best", epoch)
-                save_checkpoint(state, last_path)
-                saved_epoch = epoch
-                fault_point("after-checkpoint", epoch)
-                write_metrics(history, metrics_path)
-            if stage == final_stage:
-                best_acc = max(best_acc, m["val_acc"])
+                save_epoch(r, optimizer, epoch, m, args, log)
+            if stage == r.stages[-1]:
+                r.best_acc = max(r.best_acc, m["val_acc"])
             if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
                 break
     except KeyboardInterrupt:
         if rank == 0:
-            interrupted(epoch, saved_epoch, last_path)
+            interrupted(epoch, r.saved_epoch, r.last_path)
         raise SystemExit(130)
     if ddp:
         dist.barrier()  # rank 0 may still be saving; tearing gloo down under it aborts the other rank
         dist.destroy_process_group()
-    return best_acc
+    return r.best_acc
 
 
 if __name__ == "__main__":

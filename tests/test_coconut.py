@@ -65,6 +65,14 @@ def gradients(model, loss):
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+def assert_same_gradients(model_a, loss_a, model_b, loss_b, rtol, atol):
+    """Every parameter's gradient of loss_a (through model_a) equals loss_b's (through model_b)."""
+    a, b = gradients(model_a, loss_a), gradients(model_b, loss_b)
+    assert a.keys() == b.keys()
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=rtol, atol=atol, msg=n)
+
+
 def test_forward_equals_naive_recompute_in_logits_loss_and_gradients(mixed_batch):
     _, batch, _ = mixed_batch
     model = tiny_gpt(vocab_size=V)
@@ -74,9 +82,7 @@ def test_forward_equals_naive_recompute_in_logits_loss_and_gradients(mixed_batch
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(out.logits[real], ref_logits[real], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(out.loss, ref_loss, rtol=1e-10, atol=1e-10)
-    fast, ref = gradients(model, out.loss), gradients(model, ref_loss)
-    for n in fast:
-        torch.testing.assert_close(fast[n], ref[n], rtol=1e-8, atol=1e-10, msg=n)
+    assert_same_gradients(model, out.loss, model, ref_loss, rtol=1e-8, atol=1e-10)
 
 
 def test_scoring_only_labelled_positions_gives_the_same_loss_and_gradients(mixed_batch):
@@ -87,9 +93,7 @@ def test_scoring_only_labelled_positions_gives_the_same_loss_and_gradients(mixed
     lean = coconut(**batch, return_logits=False)
     assert lean.logits is None
     torch.testing.assert_close(lean.loss, full.loss, rtol=1e-12, atol=1e-12)
-    g_full, g_lean = gradients(model, full.loss), gradients(model, lean.loss)
-    for n in g_full:
-        torch.testing.assert_close(g_lean[n], g_full[n], rtol=1e-10, atol=1e-12, msg=n)
+    assert_same_gradients(model, lean.loss, model, full.loss, rtol=1e-10, atol=1e-12)
 
 
 def test_n_aligned_thoughts_take_n_plus_one_passes(mixed_batch):
@@ -243,7 +247,7 @@ def test_compact_vocabulary_model_equals_the_full_model_without_its_unused_rows(
                              for k, v in full.state_dict().items()})
 
     def batch(tok):
-        examples = [data.build_example(data.tokenize_record(tok, r), 2, "coconut", special=tok.special) for r in records]
+        examples = [data.build_example(data.tokenize_record(tok, r), 2, data.Curriculum("coconut"), special=tok.special) for r in records]
         return data.collate(examples, tok.eos_id, tok.special.latent)
     b_full, b_compact = batch(full_tok), batch(compact_tok)
     assert torch.equal(used[b_compact["input_ids"]], b_full["input_ids"])  # the same sequences, renumbered
@@ -272,6 +276,4 @@ def test_the_compiled_model_equals_eager_in_loss_and_gradients(mixed_batch):
     out_eager = Coconut(eager, LATENT, START, END, EOS)(**batch, return_logits=False)
     out_compiled = Coconut(compiled, LATENT, START, END, EOS)(**batch, return_logits=False)
     torch.testing.assert_close(out_compiled.loss, out_eager.loss, rtol=1e-10, atol=1e-12)
-    g_eager, g_compiled = gradients(eager, out_eager.loss), gradients(compiled, out_compiled.loss)
-    for n in g_eager:
-        torch.testing.assert_close(g_compiled[n], g_eager[n], rtol=1e-8, atol=1e-10, msg=n)
+    assert_same_gradients(compiled, out_compiled.loss, eager, out_eager.loss, rtol=1e-8, atol=1e-10)

@@ -8,7 +8,7 @@ import pytest
 from conftest import shared_file
 import data
 import tasks
-from data import (Tokenizer, build_example, build_prompt, collate, tokenize_record, load_records, DataError,
+from data import (Curriculum, Tokenizer, build_example, build_prompt, collate, tokenize_record, load_records, DataError,
                   LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID)
 
 
@@ -121,7 +121,7 @@ def test_coconut_stage_sequences_on_real_prosqa(tok, prosqa, stage):
     for r in prosqa[:40]:
         s = tokenize_record(tok, r)
         n = len(s["steps"])
-        ex = build_example(s, stage, "coconut", c=1, max_latent_stage=6)
+        ex = build_example(s, stage, Curriculum("coconut", c=1, max_latent_stage=6))
         ids, labels = ex["input_ids"], ex["labels"]
         q = len(s["question"])
         thoughts = 6 if stage > 6 else stage  # pad_latent_to_max past the last stage
@@ -135,31 +135,31 @@ def test_coconut_stage_sequences_on_real_prosqa(tok, prosqa, stage):
 
 def test_c_multiplies_thoughts_and_padding_to_max_is_a_switch(tok, prosqa):
     s = tokenize_record(tok, prosqa[0])  # 3 steps
-    assert build_example(s, 2, "coconut", c=3)["input_ids"].count(LATENT_ID) == 6
-    assert build_example(s, 7, "coconut", c=2)["input_ids"].count(LATENT_ID) == 12
-    assert build_example(s, 7, "coconut", c=2, pad_latent_to_max=False)["input_ids"].count(LATENT_ID) == 6
-    assert build_prompt(s, 7, "coconut", c=1)["input_ids"] == s["question"] + [START_LATENT_ID] + [LATENT_ID] * 6 + [END_LATENT_ID]
-    assert build_prompt(s, 5, "coconut", pad_latent_to_max=False)["input_ids"].count(LATENT_ID) == 3
+    assert build_example(s, 2, Curriculum("coconut", c=3))["input_ids"].count(LATENT_ID) == 6
+    assert build_example(s, 7, Curriculum("coconut", c=2))["input_ids"].count(LATENT_ID) == 12
+    assert build_example(s, 7, Curriculum("coconut", c=2, pad_latent_to_max=False))["input_ids"].count(LATENT_ID) == 6
+    assert build_prompt(s, 7, Curriculum("coconut", c=1))["input_ids"] == s["question"] + [START_LATENT_ID] + [LATENT_ID] * 6 + [END_LATENT_ID]
+    assert build_prompt(s, 5, Curriculum("coconut", pad_latent_to_max=False))["input_ids"].count(LATENT_ID) == 3
 
 
 def test_baseline_sequences(tok, prosqa):
     s = tokenize_record(tok, prosqa[0])
     q, steps, a = s["question"], [t for st in s["steps"] for t in st], s["answer"]
-    assert build_example(s, 3, "cot")["input_ids"] == q + steps + a
-    assert build_example(s, 3, "no-cot") == {"input_ids": q + a, "labels": [-100] * len(q) + a}
-    assert build_example(s, 3, "pause")["input_ids"] == q + [LATENT_ID] * 6 + a
-    assert build_example(s, 1, "no-thought")["input_ids"] == q + [t for st in s["steps"][1:] for t in st] + a
-    assert build_example(s, 2, "pause-as-thought") == build_example(s, 2, "coconut")
-    assert build_example(s, 2, "icot", icot_tokens_per_stage=5)["input_ids"] == q + steps[10:] + a
-    assert build_example(s, 99, "icot")["input_ids"] == q + a
-    assert build_prompt(s, 7, "cot")["input_ids"] == q
-    assert build_prompt(s, 7, "pause")["input_ids"] == q + [LATENT_ID] * 6
+    assert build_example(s, 3, Curriculum("cot"))["input_ids"] == q + steps + a
+    assert build_example(s, 3, Curriculum("no-cot")) == {"input_ids": q + a, "labels": [-100] * len(q) + a}
+    assert build_example(s, 3, Curriculum("pause"))["input_ids"] == q + [LATENT_ID] * 6 + a
+    assert build_example(s, 1, Curriculum("no-thought"))["input_ids"] == q + [t for st in s["steps"][1:] for t in st] + a
+    assert build_example(s, 2, Curriculum("pause-as-thought")) == build_example(s, 2, Curriculum("coconut"))
+    assert build_example(s, 2, Curriculum("icot", icot_tokens_per_stage=5))["input_ids"] == q + steps[10:] + a
+    assert build_example(s, 99, Curriculum("icot"))["input_ids"] == q + a
+    assert build_prompt(s, 7, Curriculum("cot"))["input_ids"] == q
+    assert build_prompt(s, 7, Curriculum("pause"))["input_ids"] == q + [LATENT_ID] * 6
 
 
 def test_stage_mixing_draws_stages_uniformly(tok, prosqa):
     s = tokenize_record(tok, prosqa[0])  # 3 steps: stages 0..3
     rng = random.Random(0)
-    counts = [build_example(s, 0, "coconut", rng=rng, uniform_prob=1.0)["input_ids"].count(LATENT_ID)
+    counts = [build_example(s, 0, Curriculum("coconut", uniform_prob=1.0), rng=rng)["input_ids"].count(LATENT_ID)
               for _ in range(2000)]
     assert set(counts) == {0, 1, 2, 3}
     assert all(abs(counts.count(k) / 2000 - 0.25) < 0.04 for k in range(4))
@@ -252,7 +252,7 @@ def chain_record(length):
     """Tom -> c1 -> ... -> c<length> (the target); Bob -> n (the negative)."""
     names = ["Tom", "Bob"] + [f"c{i}" for i in range(1, length + 1)] + ["n"]
     edges = [[0, 2]] + [[i, i + 1] for i in range(2, length + 1)] + [[1, length + 2]]
-    steps = [f"Tom is a c1."] + [f"Every c{i} is a c{i + 1}." for i in range(1, length)]
+    steps = ["Tom is a c1."] + [f"Every c{i} is a c{i + 1}." for i in range(1, length)]
     return {"question": "...", "steps": steps, "answer": f"Tom is a c{length}.", "idx_to_symbol": names,
             "edges": edges, "root": 0, "target": length + 1, "neg_target": length + 2}
 
@@ -267,14 +267,20 @@ def test_stats_command_prints_the_histogram_of_any_file(tmp_path, capsys):
     assert row == f"| {path} | 3 | 4.67 (4-5) | 2.67 (2-3) | 1.67 (1-2) | 1.00 (1-1) | 33.3 % | 66.7 % | 100.0 % |"
 
 
-def test_generate_prints_the_statistics_of_what_it_wrote(tmp_path, capsys):
-    tasks.main(["prosqa", "--generate", "--out", str(tmp_path), "--nodes", "6", "9", "--path", "2", "3",
-               "--train", "30", "--valid", "5", "--test", "5"])
+def test_generate_writes_the_splits_asked_for_and_prints_a_row_for_each(tmp_path, capsys):
+    flags = ["prosqa", "--generate", "--nodes", "6", "9", "--path", "2", "3", "--train", "30", "--valid", "5",
+             "--test", "5", "--seed", "2"]
+    tasks.main(flags + ["--out", str(tmp_path / "a")])
     rows = capsys.readouterr().out.strip().splitlines()[2:]
-    for s, row in zip(("train", "valid", "test"), rows):
-        records = load_records(str(tmp_path / f"prosqa_{s}.json"), graph=True)
-        expected = tasks.statistics_table([(str(tmp_path / f"prosqa_{s}.json"), tasks.graph_statistics(records))])
-        assert row.split(" | ")[:6] == expected.splitlines()[2].split(" | ")[:6]
+    for s, size, row in zip(("train", "valid", "test"), (30, 5, 5), rows):
+        path = tmp_path / "a" / f"prosqa_{s}.json"
+        records = load_records(str(path), graph=True)
+        assert row.startswith(f"| {path} | {size} | ")
+        assert all(6 <= len(r["idx_to_symbol"]) <= 9 and 2 <= len(r["steps"]) <= 3 for r in records)
+        assert all(tasks.is_held_out(r["question"]) == (s != "train") for r in records)
+    tasks.main(flags + ["--out", str(tmp_path / "b")])  # the same seed, the same files
+    for s in ("train", "valid", "test"):
+        assert (tmp_path / "a" / f"prosqa_{s}.json").read_text() == (tmp_path / "b" / f"prosqa_{s}.json").read_text()
 
 
 @pytest.mark.parametrize("flags,message", [

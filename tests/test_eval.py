@@ -2,10 +2,12 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from conftest import TINY_FLAGS
 import data
 import run
 import tasks
@@ -67,31 +69,36 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
         assert v == pytest.approx(0.25)
 
 
-def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
-    folder = tmp_path / "d"
-    splits = tasks.generate_prosqa({"train": 8, "valid": 6, "test": 6}, seed=1, nodes=(6, 7), path=(2, 2))
-    for s, records in splits.items():
-        data.write_json_atomic(records, str(folder / f"prosqa_{s}.json"))
-    train.main(["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu",
-                "--max_latent_stage", "1", "--epochs_per_stage", "1", "--num_epochs", "2", "--batch_size", "4",
-                "--micro_batch", "2", "--max_new_tokens", "16", "--data_dir", str(folder),
-                "--out_dir", str(tmp_path / "run")])
-    ev.main(["--ckpt", str(tmp_path / "run"), "--split", "test", "--batch_size", "4", "--latents", "0", "1",
-             "--frontier", "1", "--probe", "2", "--plot", str(tmp_path / "figs")])
-    report = json.load(open(tmp_path / "run" / "eval_test.json"))
-    assert sum(report["outcomes"].values()) == pytest.approx(1.0)
-    assert report["summary"]["n"] == 6 and len(report["probes"]) == 2 and len(report["frontier"]["1"]) == 6
-    for q, r in zip(report["frontier"]["1"], splits["test"]):  # the frontier after 1 thought: the entity's children
-        assert len(q["values"]) == sum(1 for p, c in r["edges"] if p == r["root"])
-    assert sorted(os.listdir(tmp_path / "figs")) == ["fig5_outcomes.png", "fig8_parallelism_k1.png", "fig9_height_k1.png"]
-    for k in ("0", "1"):
-        shares = [report["latent_sweep"][k][o] for o in ev.OUTCOMES]
-        assert sum(shares) == pytest.approx(1.0)  # exhaustive and disjoint
-    # thought probing: each thought's top tokens are the head's softmax of the fed-back hidden state
-    ckpt = run.load_checkpoint(str(tmp_path / "run"))
+@pytest.fixture(scope="module")
+def trained(mini_dir, tmp_path_factory):
+    """A tiny Coconut trained for 2 epochs on the mini dataset, rebuilt from its checkpoint as eval.py does."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train.main(TINY_FLAGS + ["--num_epochs", "2", "--max_new_tokens", "16", "--data_dir", mini_dir,
+                             "--out_dir", str(out)])
+    ckpt = run.load_checkpoint(str(out))
     model, tok = run.model_from_checkpoint(ckpt, "cpu")
-    model.eval()
-    sample = data.tokenize_record(tok, splits["test"][0])
+    records = data.load_records(os.path.join(mini_dir, "prosqa_test.json"), graph=True)
+    return SimpleNamespace(out=out, ckpt=ckpt, model=model.eval(), tok=tok, records=records,
+                           samples=[data.tokenize_record(tok, r) for r in records])
+
+
+def test_the_latent_sweep_classifies_every_question_once_and_draws_its_figures(trained, tmp_path):
+    ev.main(["--ckpt", str(trained.out), "--split", "test", "--latents", "0", "1", "--frontier", "1",
+             "--plot", str(tmp_path / "figs")])
+    report = json.load(open(trained.out / "eval_test.json"))
+    assert report["summary"]["n"] == len(trained.records) == 4
+    for shares in [report["outcomes"]] + [report["latent_sweep"][k] for k in ("0", "1")]:
+        assert sum(shares[o] for o in ev.OUTCOMES) == pytest.approx(1.0)  # exhaustive and disjoint
+    assert sorted(os.listdir(tmp_path / "figs")) == ["fig5_outcomes.png", "fig8_parallelism_k1.png", "fig9_height_k1.png"]
+
+
+def test_the_frontier_after_one_thought_is_the_entitys_children(trained):
+    report = ev.frontier_report(trained.model, trained.tok, trained.records, trained.samples, [1], "cpu")
+    assert [len(q["values"]) for q in report[1]] == [sum(p == r["root"] for p, _ in r["edges"]) for r in trained.records]
+
+
+def test_a_probe_is_the_output_heads_softmax_of_the_fed_back_state(trained):
+    model, tok, sample = trained.model, trained.tok, trained.samples[0]
     probes = ev.probe_thoughts(model, tok, sample, 2, "cpu", top=3)
     assert len(probes) == 2 and all(len(p) == 3 for p in probes)
     q = len(sample["question"])
@@ -99,11 +106,12 @@ def test_eval_end_to_end_on_a_tiny_trained_model(tmp_path):
         out = model.run_thoughts(torch.tensor([sample["question"] + [tok.special.start] + [tok.special.latent] * 2]))
         expected = model.model.lm_head(out.hidden[0, q]).softmax(-1).max()  # thought 1 is the state at <bot>
     assert probes[0][0][1] == pytest.approx(float(expected), rel=1e-5)
-    # batched equals one at a time
-    records = splits["test"]
-    samples = [data.tokenize_record(tok, r) for r in records]
-    rows, _ = ev.run_eval(model, tok, ckpt["meta"], records, samples, "cpu", 16, batch_size=6)
-    singles = [ev.run_eval(model, tok, ckpt["meta"], [r], [s], "cpu", 16, batch_size=1)[0][0]
+
+
+def test_batched_evaluation_equals_one_question_at_a_time(trained):
+    meta, records, samples = trained.ckpt["meta"], trained.records, trained.samples
+    rows, _ = ev.run_eval(trained.model, trained.tok, meta, records, samples, "cpu", 16, batch_size=4)
+    singles = [ev.run_eval(trained.model, trained.tok, meta, [r], [s], "cpu", 16, batch_size=1)[0][0]
                for r, s in zip(records, samples)]
     assert [r["output"] for r in rows] == [r["output"] for r in singles]
 

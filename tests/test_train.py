@@ -73,7 +73,7 @@ def test_bucketing_covers_every_example_once_with_less_padding():
     tok = data.Tokenizer()
     records = tasks.generate_prosqa({"train": 512}, seed=2, nodes=(6, 9), path=(2, 3))["train"]
     samples = [data.tokenize_record(tok, r) for r in records]
-    examples = [data.build_example(s, 1, "coconut", max_latent_stage=3) for s in samples]
+    examples = [data.build_example(s, 1, data.Curriculum("coconut", max_latent_stage=3)) for s in samples]
 
     def padding(bucket):
         batches = data.example_batches(examples, 16, bucket, random.Random(0), data.LATENT_ID)
@@ -186,7 +186,13 @@ def test_latent_stop_classifier_trains_saves_and_decodes(mini_dir, tmp_path):
     torch.testing.assert_close(model.stop_head.weight, ckpt["stop_head"]["weight"])
     samples = [data.tokenize_record(tok, r) for r in data.load_records(os.path.join(mini_dir, "prosqa_test.json"))]
     texts, passes = generate_texts(model, tok, samples, 2, ckpt["meta"], "cpu", 24)
-    assert len(texts) == 4 and passes >= 2
+    # the classifier decides after <bot>, at most max_latent_stage (1) x c (1) thoughts at the final stage
+    batch = data.collate([{"input_ids": s["question"] + [tok.special.start]} for s in samples], tok.eos_id,
+                         tok.special.latent)
+    gen, n_thoughts = model.generate_adaptive(**batch, max_thoughts=1, max_new_tokens=24)
+    assert [text for text, _ in texts] == [tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True)
+                                           for r in range(len(samples))]
+    assert passes == gen.n_passes and set(n_thoughts.tolist()) <= {0, 1}
 
 
 def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mini_dir, tmp_path):
