@@ -64,6 +64,7 @@ class Coconut(nn.Module):
         finished, the other rows their own token's embedding. With the collator's alignment (first thought in
         the same column everywhere) n thoughts give exactly n+1 passes, as in the reference.
         """
+        # --- exercise 3: the continuous-thought loop ---
         T = input_ids.shape[1]  # input_ids (B, T)
         attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
         embeds = self.model.embed(input_ids)  # (B, T, C)
@@ -88,6 +89,7 @@ class Coconut(nn.Module):
             past_kv = out.past_kv
         # hidden and inputs_embeds (B, T, C) as one pass would give them, had the thoughts been known up front
         return ThoughtPass(torch.cat(chunks_hidden, 1), torch.cat(chunks_embeds, 1), past_kv, len(bounds) - 1)
+        # --- end of exercise 3 ---
 
     def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None, return_logits=True):
         """Outputs(loss, inputs_embeds, logits (B,T,V)).
@@ -133,6 +135,7 @@ class Coconut(nn.Module):
         at eos (not counted in its length, not written) or after max_new_tokens.
         Returns Generation(tokens (B, max_new_tokens) eos-filled, lengths (B,), n_passes forward passes).
         """
+        # --- exercise 4: batched cached decoding ---
         attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
         out = self.run_thoughts(input_ids, attention_mask, position_ids)
         rows, last, tokens, lengths, done = self.decoding_state(attention_mask, max_new_tokens)
@@ -152,6 +155,7 @@ class Coconut(nn.Module):
             next_logits, past_kv, next_pos = o.logits[:, -1], o.past_kv, next_pos + 1
             n_passes += 1
         return Generation(tokens, lengths, n_passes)
+        # --- end of exercise 4 ---
 
     @torch.no_grad()
     def generate_adaptive(self, input_ids, attention_mask=None, position_ids=None, max_thoughts=6,

@@ -83,6 +83,7 @@ def curriculum_of(settings):
 def layout(n_steps, stage, cur):
     """What stage `stage` of curriculum `cur` does to a sample with n_steps steps:
     (steps dropped, thought or pause slots, markers?)."""
+    # --- exercise 1: the curriculum's sequences ---
     m = METHODS[cur.method]
     if m.drops == "none":
         return 0, 0, False
@@ -94,6 +95,7 @@ def layout(n_steps, stage, cur):
     else:
         drop, thoughts = stage, stage
     return drop, (thoughts * cur.c if m.slots else 0), m.markers
+    # --- end of exercise 1 ---
 
 
 def thought_prefix(sample, n_thoughts, markers, special):
@@ -128,11 +130,29 @@ def build_prompt(sample, stage, cur, special=GPT2_SPECIAL):
     return {"input_ids": thought_prefix(sample, n_thoughts, markers, special)}
 
 
+def show_stages(record, cur, tok, stages):
+    """The curriculum on one record, as text: its training sequence at each stage (the question shown as
+    ‹question›), the part that carries loss in ⟦ ⟧ (everything before it has label -100)."""
+    sample = tokenize_record(tok, record)
+    lines = []
+    for stage in stages:
+        ex = build_example(sample, stage, cur, special=tok.special)
+        scored = ex["labels"].index(next(t for t in ex["labels"] if t != -100))
+        name = "stage 0 (CoT)" if stage == 0 else f"stage {stage}" + (" (past the last)" if stage >
+                                                                       cur.max_latent_stage else "")
+        q = len(sample["question"])  # shown once, above; here ‹question›
+        text = ("‹question›" + tok.decode(ex["input_ids"][q:scored]) + "⟦" + tok.decode(ex["input_ids"][scored:])
+                + "⟧").replace("\n", "\\n ")
+        lines.append(f"{name + ':':26s}{text}")
+    return "\n".join(lines)
+
+
 def collate(examples, pad_id=EOS_ID, latent_id=LATENT_ID):
     """Left-pad so the first <|latent|> is in one column (the thought passes then line up), right-pad the rest.
 
     Pads get position id 0, attention mask 0 and label -100.
     """
+    # --- exercise 2: left padding ---
     firsts = [e["input_ids"].index(latent_id) for e in examples if latent_id in e["input_ids"]]
     align = max(firsts, default=0)
     lead = [align - e["input_ids"].index(latent_id) if latent_id in e["input_ids"] else 0 for e in examples]
@@ -149,6 +169,7 @@ def collate(examples, pad_id=EOS_ID, latent_id=LATENT_ID):
         if "labels" in batch:
             batch["labels"].append([-100] * l + e["labels"] + [-100] * r)
     return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+    # --- end of exercise 2 ---
 
 
 BUCKET_POOL = 64  # batches are cut from pools of this many batches' worth of length-sorted samples

@@ -34,6 +34,7 @@ def classify(record, text, n_latents=0):
     Target). With k thoughts the chain may start mid-way: it counts if some node reachable from the root
     starts it.
     """
+    # --- exercise 7: the outcome classes ---
     sym = record["idx_to_symbol"]
     index = {s: i for i, s in enumerate(sym)}
     children = data.children_of(record)
@@ -72,6 +73,7 @@ def classify(record, text, n_latents=0):
     shortest = reach[target]
     length = reach[start] + len(chain) - 1  # thoughts cover root -> start
     return "Correct Path" if length == shortest else "Longer Path"
+    # --- end of exercise 7 ---
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -251,7 +253,9 @@ def evaluate_checkpoint(path, ckpt, data_path, records, args, device):
     print(f"  accuracy {split_text(summary)}  CoT exact match {summary['cot_exact_match']:.3f}  "
           f"new tokens {summary['mean_new_tokens']:.1f}  passes/batch {summary['forward_passes_per_batch']:.1f}  "
           f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
-    report, outcome_rows = {"data": data_path, "summary": summary, "rows": rows}, []
+    report = {"data": data_path, "summary": summary, "rows": rows,
+              "trained_thoughts": meta["max_latent_stage"] * meta["c"] if data.METHODS[meta["method"]].markers else 0}
+    outcome_rows = []
     if graph:  # its own outputs, classified (Figure 5's CoT and No-CoT bars)
         natural = meta["max_latent_stage"] * meta["c"] if data.METHODS[meta["method"]].markers else 0
         classes = Counter(classify(r, row["output"], natural) for r, row in zip(records, rows))
@@ -318,13 +322,24 @@ def plot_curves(runs, folder):
         curves.append((config["method"], metrics))
         two_options = config.get("dataset", "prosqa") in ("prosqa", "prontoqa")
     panels = [("val_acc", "all validation questions")]
-    if all("val_acc_no_shortcut" in m for _, metrics in curves for m in metrics):
+    if all(m.get("val_acc_no_shortcut") is not None for _, metrics in curves for m in metrics):
         panels.append(("val_acc_no_shortcut", "without the one-hop shortcut (needs search)"))
+    by_method = {}  # runs of one method (several seeds): the mean, and a band from the lowest to the highest
+    for method, metrics in curves:
+        by_method.setdefault(method, []).append(metrics)
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
-        for method, metrics in curves:
-            line, = ax.plot([m["epoch"] for m in metrics], [m[key] for m in metrics], marker="o", label=method)
-            for prev, m in zip(metrics, metrics[1:]):
+        for method, runs_of_method in by_method.items():
+            metrics = runs_of_method[0]
+            n = min(len(ms) for ms in runs_of_method)
+            epochs = [m["epoch"] for m in metrics[:n]]
+            values = [[ms[i][key] for ms in runs_of_method] for i in range(n)]
+            label = method if len(runs_of_method) == 1 else f"{method} ({len(runs_of_method)} seeds)"
+            line, = ax.plot(epochs, [sum(v) / len(v) for v in values], marker="o", label=label)
+            if len(runs_of_method) > 1:
+                ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
+                                alpha=0.2)
+            for prev, m in zip(metrics, metrics[1:n]):
                 if m["stage"] != prev["stage"]:
                     ax.axvline(prev["epoch"] + 0.5, color=line.get_color(), alpha=0.3, linestyle="--")
                     ax.annotate(f"{method} stage {m['stage']}", (prev["epoch"] + 0.5, 0.02),
@@ -343,38 +358,56 @@ def plot_curves(runs, folder):
 
 
 def plot(report, folder):
+    """Figures 5, 8 and 9 of a report, each readable without the text: titles, axes that say what is measured."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(folder, exist_ok=True)
     if "latent_sweep" in report:
         ks = sorted(report["latent_sweep"], key=int)
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(6.5, 4))
         bottom = [0.0] * len(ks)
         for o in OUTCOMES:
             vals = [report["latent_sweep"][k][o] for k in ks]
             ax.bar([str(k) for k in ks], vals, bottom=bottom, label=o)
             bottom = [b + v for b, v in zip(bottom, vals)]
-        ax.set_xlabel("continuous thoughts k")
+        trained = str(report.get("trained_thoughts"))
+        if trained in ks:  # the thought count the model answers with at its last stage
+            ax.annotate("trained for", (ks.index(trained), 1.0), xytext=(0, 4), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_title("Figure 5: what the model writes after k continuous thoughts")
+        ax.set_xlabel("continuous thoughts k before switching to language")
         ax.set_ylabel("share of questions")
-        ax.legend(fontsize=7)
+        ax.set_ylim(0, 1.08)
+        ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
         fig.savefig(os.path.join(folder, "fig5_outcomes.png"), dpi=120, bbox_inches="tight")
     for k, per_q in report.get("frontier", {}).items():
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = plt.subplots(figsize=(5.5, 4))
         for top in (1, 2, 3):
             cum = sorted(sum(q["values"][:top]) for q in per_q)
-            ax.plot([100 * i / max(len(cum) - 1, 1) for i in range(len(cum))], cum, label=f"top-{top}")
-        ax.set_xlabel("percentile")
-        ax.set_ylabel("cumulative value")
-        ax.set_title(f"parallelism after {k} thoughts (Fig. 8)")
-        ax.legend()
+            ax.plot([100 * i / max(len(cum) - 1, 1) for i in range(len(cum))], cum, label=f"top-{top} nodes")
+        ax.set_title(f"Figure 8: how many frontier nodes the thought keeps open (k={k})")
+        ax.set_xlabel("questions, sorted by the value (percentile)")
+        ax.set_ylabel("summed value of the top-n frontier nodes")
+        ax.text(0.02, 0.97, "a gap between top-1 and top-2: a second\nnode kept open (a search wider than one)",
+                transform=ax.transAxes, fontsize=7, va="top")
+        ax.set_ylim(0, 1.05)
+        ax.legend(loc="lower right")
         fig.savefig(os.path.join(folder, f"fig8_parallelism_k{k}.png"), dpi=120, bbox_inches="tight")
-        fig, ax = plt.subplots(figsize=(5, 4))
-        pts = [hv for q in per_q for hv in q["height_value"]]
-        ax.scatter([h for h, _ in pts], [v for _, v in pts], s=8, alpha=0.5)
-        ax.set_xlabel("height (shortest distance to a leaf)")
-        ax.set_ylabel("frontier value")
-        ax.set_title(f"value vs height after {k} thoughts (Fig. 9)")
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        by_height = {}
+        for q in per_q:
+            for h, v in q["height_value"]:
+                by_height.setdefault(h, []).append(v)
+        heights = sorted(by_height)
+        ax.boxplot([by_height[h] for h in heights], positions=heights, widths=0.5, showfliers=False)
+        for h in heights:  # every node, jittered sideways so none hides another
+            xs = [h + 0.3 * (i / max(len(by_height[h]) - 1, 1) - 0.5) for i in range(len(by_height[h]))]
+            ax.scatter(xs, by_height[h], s=6, alpha=0.35, color="C0")
+        ax.set_xticks(heights)
+        ax.set_title(f"Figure 9: frontier value by the node's height (k={k})")
+        ax.set_xlabel("height: shortest distance from the node to a leaf")
+        ax.set_ylabel("frontier value (probability of its name next)")
         fig.savefig(os.path.join(folder, f"fig9_height_k{k}.png"), dpi=120, bbox_inches="tight")
     plt.close("all")
 

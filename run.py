@@ -93,6 +93,17 @@ def checkpoint_meta(args):
             "pad_latent_to_max": args.pad_latent_to_max, "latent_stop": args.latent_stop}
 
 
+def checkpoint_state(coconut, tok, args, epoch, stage, optimizer, metrics, best_acc):
+    """What a checkpoint holds: the GPT's weights and config, the vocabulary's id map, the curriculum (meta)
+    and every flag, where the run stands (epoch, stage, optimizer, best validation accuracy) and its metrics."""
+    state = {"model": coconut.model.state_dict(), "model_config": vars(coconut.model.config), "vocab": tok.state(),
+             "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args), "epoch": epoch, "stage": stage,
+             "optimizer": optimizer.state_dict(), "metrics": metrics, "best_acc": best_acc}
+    if coconut.stop_head is not None:
+        state["stop_head"] = coconut.stop_head.state_dict()
+    return state
+
+
 def save_checkpoint(state, path):
     """Atomically and durably (data.write_atomic): a kill mid-save leaves the previous checkpoint intact."""
     data.write_atomic(path, lambda f: (torch.save(state, f), fault_point("mid-save", state["epoch"])))

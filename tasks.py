@@ -20,7 +20,8 @@ import os
 import random
 import sys
 
-from data import DataError, adjacency, bfs, children_of, has_shortcut, load_records, read_text, record_texts, write_json_atomic
+from data import (Curriculum, DataError, Tokenizer, adjacency, bfs, children_of, has_shortcut, load_records, read_text,
+                  record_texts, show_stages, write_json_atomic)
 from run import ArgumentParser
 from weights import download
 
@@ -457,6 +458,10 @@ def main(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=DATASETS)
     p.add_argument("--generate", action="store_true", help="write splits from our generator")
+    p.add_argument("--show", action="store_true", help="prosqa: one generated question and its training sequence "
+                   "at every stage of the curriculum (--c, --max_latent_stage), the loss-carrying part marked")
+    p.add_argument("--c", type=int, default=1, help="--show: continuous thoughts per step")
+    p.add_argument("--max_latent_stage", type=int, default=2, help="--show: the last latent stage")
     p.add_argument("--stats", nargs="+", metavar="FILE", help="prosqa: graph statistics of files in the reference "
                    "format (compare a generated set with the official one)")
     p.add_argument("--out", default="data")
@@ -474,7 +479,18 @@ def main(argv=None):
             raise DataError(f"--{s} {getattr(args, s)}: a split holds at least 1 record")
     if os.path.isfile(args.out):
         raise DataError(f"--out {args.out}: is a file, not a folder")
-    if args.stats:
+    if args.show:
+        if args.dataset != "prosqa":
+            raise DataError("--show: only for prosqa")
+        check_generator_flags(args.nodes, args.path)
+        if args.c < 1 or args.max_latent_stage < 0:
+            raise DataError(f"--c {args.c} --max_latent_stage {args.max_latent_stage}: c at least 1, stage 0 or more")
+        record = generate_prosqa({"valid": 1}, args.seed, tuple(args.nodes), tuple(args.path))["valid"][0]
+        tok = Tokenizer.build("words", record_texts(record))
+        print(f"question: {record['question']}\nsteps: {' '.join(record['steps'])}\nanswer: {record['answer']}\n")
+        print(show_stages(record, Curriculum("coconut", args.c, args.max_latent_stage), tok,
+                          range(args.max_latent_stage + 2)))
+    elif args.stats:
         if args.dataset != "prosqa" or args.generate:
             raise DataError("--stats: only for prosqa, and not with --generate (which prints them itself)")
         print(statistics_table([(path, graph_statistics(load_records(path, graph=True), path))

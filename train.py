@@ -27,7 +27,7 @@ import data
 import tasks
 import weights
 from run import (LAPTOP, LAPTOP_HELD_OUT, PAPER, TINY, ArgumentParser, accuracies, accuracy_counts, autocast,
-                 build_model, checkpoint_meta, fail, fault_point, generate_texts, is_correct, load_checkpoint,
+                 build_model, checkpoint_meta, checkpoint_state, fail, fault_point, generate_texts, is_correct, load_checkpoint,
                  load_weights, need, pick_device, save_checkpoint, split_text)
 
 def get_args(argv=None):
@@ -188,6 +188,7 @@ def check_args(args, world):
 def stage_for_epoch(epoch, args):
     """The curriculum: stage k for the epochs_per_stage[k] epochs after stage k-1's (the last length
     repeats), capped one past the last latent stage."""
+    # --- exercise 5: the stage schedule ---
     stages = data.METHODS[args.method].stages
     if stages == "none":
         return 0
@@ -202,6 +203,7 @@ def stage_for_epoch(epoch, args):
         if epoch < end:
             return stage
     return args.max_latent_stage + 1
+    # --- end of exercise 5 ---
 
 
 def learning_rate(step, steps_in_stage, args):
@@ -425,6 +427,21 @@ def setup(args, device, world, rank, log):
     return r
 
 
+def optimizer_for_stage(optimizer, stage, r, args):
+    """The optimizer for an epoch of `stage`: the one in use while the stage goes on, a fresh AdamW (no moment
+    estimates) when the stage changes (§3: the optimizer state is reset at each stage switch). A run resumed
+    mid-stage continues with the saved state (r.optimizer_state, of stage r.optimizer_stage); r.optimizer_stage
+    records the stage of the optimizer returned."""
+    # --- exercise 6: the optimizer reset ---
+    if optimizer is None or stage != r.optimizer_stage:
+        optimizer = torch.optim.AdamW(r.coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        if r.optimizer_state is not None and stage == r.optimizer_stage:
+            optimizer.load_state_dict(r.optimizer_state)
+        r.optimizer_state, r.optimizer_stage = None, stage
+    return optimizer
+    # --- end of exercise 6 ---
+
+
 def train_epoch(r, model, optimizer, epoch, args, ddp, world, rank, device):
     """One pass over the epoch's training examples at its stage; returns the mean training loss."""
     from tqdm import tqdm
@@ -472,12 +489,8 @@ def save_epoch(r, optimizer, epoch, m, args, log):
         f"val acc {split_text(m, 'val_acc', 'val_n')} | new tokens {m['val_new_tokens']:.1f} | questions seen "
         f"{m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | {m['seconds']:.0f}s")
     best = stage == final_stage and m["val_acc"] > r.best_acc  # best among epochs evaluated as at the end
-    state = {"model": r.coconut.model.state_dict(), "model_config": vars(r.coconut.model.config),
-             "vocab": r.tok.state(), "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args),
-             "epoch": epoch, "stage": stage, "optimizer": optimizer.state_dict(), "metrics": r.history,
-             "best_acc": m["val_acc"] if best else r.best_acc}
-    if r.coconut.stop_head is not None:
-        state["stop_head"] = r.coconut.stop_head.state_dict()
+    state = checkpoint_state(r.coconut, r.tok, args, epoch, stage, optimizer, r.history,
+                             m["val_acc"] if best else r.best_acc)
     if best:
         save_checkpoint(state, r.best_path)
         fault_point("after-best", epoch)
@@ -502,11 +515,7 @@ def main(argv=None):
     try:
         for epoch in range(r.start_epoch, args.num_epochs):
             stage = r.stages[epoch]
-            if optimizer is None or stage != r.optimizer_stage:  # a fresh AdamW at each new stage (§3)
-                optimizer = torch.optim.AdamW(r.coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-                if r.optimizer_state is not None and stage == r.optimizer_stage:  # resumed mid-stage: its moments
-                    optimizer.load_state_dict(r.optimizer_state)
-                r.optimizer_state, r.optimizer_stage = None, stage
+            optimizer = optimizer_for_stage(optimizer, stage, r, args)  # a fresh AdamW at each new stage (§3)
             t0 = time.time()
             if r.train_records is None and epoch > r.start_epoch:
                 r.train_tok = stream_samples(args, epoch, r.tok, r.seen)

@@ -8,10 +8,12 @@ import torch
 
 from conftest import tiny_gpt
 from coconut import Coconut, greedy_uncached, lm_loss
+import data
 
 V, LATENT, START, END, EOS = 64, 61, 62, 63, 60
 
 
+# --- teacher only: the definition recomputed the slow way, a solution of exercise 3 ---
 def naive_coconut_logits(model, input_ids, attention_mask, position_ids):
     """The definition, with no cache: for thought p, rerun the whole sequence and write the hidden state of
     the position before each row's p-th <|latent|> into it. Then one last full pass."""
@@ -27,6 +29,7 @@ def naive_coconut_logits(model, input_ids, attention_mask, position_ids):
             rows.append(torch.stack(row))
         embeds = torch.stack(rows)
     return model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask).logits
+# --- end of teacher only ---
 
 
 def make_row(q_len, n_thoughts, tail_len, seed):
@@ -38,25 +41,13 @@ def make_row(q_len, n_thoughts, tail_len, seed):
     return ids, labels
 
 
-def collate(rows):
-    """Left-pad so the first thought is in one column (reference collator), right-pad the rest."""
-    firsts = [ids.index(LATENT) if LATENT in ids else 0 for ids, _ in rows]
-    lead = [max(firsts) - f for f in firsts]
-    width = max(l + len(ids) for l, (ids, _) in zip(lead, rows))
-    out = {k: [] for k in ("input_ids", "attention_mask", "labels", "position_ids")}
-    for l, (ids, labels) in zip(lead, rows):
-        r = width - l - len(ids)
-        out["input_ids"].append([EOS] * l + ids + [EOS] * r)
-        out["attention_mask"].append([0] * l + [1] * len(ids) + [0] * r)
-        out["labels"].append([-100] * l + labels + [-100] * r)
-        out["position_ids"].append([0] * l + list(range(len(ids))) + [0] * r)
-    return {k: torch.tensor(v) for k, v in out.items()}, lead
-
-
 @pytest.fixture
 def mixed_batch():
+    """Four rows with 3, 1, 0 and 2 thoughts, batched by data.collate: (rows, batch, left pads per row)."""
     rows = [make_row(7, 3, 5, 0), make_row(4, 1, 8, 1), make_row(9, 0, 3, 2), make_row(5, 2, 2, 3)]
-    return rows, *collate(rows)
+    batch = data.collate([{"input_ids": ids, "labels": labels} for ids, labels in rows], EOS, LATENT)
+    lead = [int(mask.argmax()) for mask in batch["attention_mask"]]
+    return rows, batch, lead
 
 
 def gradients(model, loss):
@@ -73,6 +64,7 @@ def assert_same_gradients(model_a, loss_a, model_b, loss_b, rtol, atol):
         torch.testing.assert_close(a[n], b[n], rtol=rtol, atol=atol, msg=n)
 
 
+# --- teacher only: compares with the solution above ---
 def test_forward_equals_naive_recompute_in_logits_loss_and_gradients(mixed_batch):
     _, batch, _ = mixed_batch
     model = tiny_gpt(vocab_size=V)
@@ -83,6 +75,48 @@ def test_forward_equals_naive_recompute_in_logits_loss_and_gradients(mixed_batch
     torch.testing.assert_close(out.logits[real], ref_logits[real], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(out.loss, ref_loss, rtol=1e-10, atol=1e-10)
     assert_same_gradients(model, out.loss, model, ref_loss, rtol=1e-8, atol=1e-10)
+# --- end of teacher only ---
+
+
+def test_the_loop_is_a_fixed_point_of_one_forward_pass(mixed_batch):
+    """What the thoughts must be, without computing them: every thought's input is the final hidden state of the
+    position before it, every other input its token's embedding, and one plain pass over those inputs gives back
+    every hidden state."""
+    _, batch, _ = mixed_batch
+    model = tiny_gpt(vocab_size=V)
+    out = Coconut(model, LATENT, START, END, EOS).run_thoughts(batch["input_ids"], batch["attention_mask"],
+                                                               batch["position_ids"])
+    thought = batch["input_ids"] == LATENT
+    rows, cols = torch.nonzero(thought, as_tuple=True)
+    torch.testing.assert_close(out.inputs_embeds[rows, cols], out.hidden[rows, cols - 1], rtol=0, atol=0)
+    torch.testing.assert_close(out.inputs_embeds[~thought], model.embed(batch["input_ids"])[~thought], rtol=0, atol=0)
+    again = model(inputs_embeds=out.inputs_embeds, position_ids=batch["position_ids"],
+                  attention_mask=batch["attention_mask"]).hidden
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(out.hidden[real], again[real], rtol=1e-10, atol=1e-10)
+
+
+def test_gradients_flow_through_the_thoughts_as_finite_differences_say():
+    """The loss depends on the question through the fed-back thoughts too: the gradient must count that path
+    (a thought detached from the graph would not)."""
+    ids, labels = make_row(5, 3, 4, 8)
+    model = tiny_gpt(vocab_size=V)
+    coconut = Coconut(model, LATENT, START, END, EOS)
+
+    def loss():
+        return coconut(torch.tensor([ids]), labels=torch.tensor([labels])).loss
+    model.zero_grad()
+    loss().backward()
+    for name, index in (("transformer.wte.weight", (ids[2], 3)), ("transformer.h.0.mlp.c_fc.weight", (5, 7)),
+                        ("transformer.ln_f.weight", (11,))):
+        p = dict(model.named_parameters())[name]
+        with torch.no_grad():
+            p[index] += 1e-6
+            up = float(loss())
+            p[index] -= 2e-6
+            down = float(loss())
+            p[index] += 1e-6
+        assert p.grad[index].item() == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-9), name
 
 
 def test_scoring_only_labelled_positions_gives_the_same_loss_and_gradients(mixed_batch):
@@ -156,10 +190,7 @@ def test_thought_in_column_zero_is_rejected():
 # --- generation --------------------------------------------------------------------------------------------
 
 def prompts_batch(prompt_rows):
-    rows = [(p, [-100] * len(p)) for p in prompt_rows]
-    batch, _ = collate(rows)
-    batch.pop("labels")
-    return batch
+    return data.collate([{"input_ids": p} for p in prompt_rows], EOS, LATENT)
 
 
 def test_batched_generate_equals_row_by_row_and_uncached_decoding():
@@ -234,7 +265,6 @@ def test_adaptive_decoding_equals_fixed_thoughts_when_the_classifier_never_or_al
 # --- a compact vocabulary is the full one with unused rows removed ------------------------------------------
 
 def test_compact_vocabulary_model_equals_the_full_model_without_its_unused_rows():
-    import data
     from conftest import shared_file
     full_tok = data.Tokenizer()
     records = data.load_records(shared_file("prosqa_valid.json"))[:6]

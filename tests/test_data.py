@@ -1,6 +1,7 @@
 """data.py: tokenization, the curriculum's sequences, collation, generators and bad input."""
 
 import json
+import os
 import random
 
 import pytest
@@ -20,6 +21,12 @@ def tok():
 @pytest.fixture(scope="module")
 def prosqa():
     return load_records(shared_file("prosqa_valid.json"), graph=True)
+
+
+@pytest.fixture(scope="module")
+def generated():
+    """ProsQA-sized records of our generator, shipped with the tests: the sequence tests never skip."""
+    return load_records(os.path.join(os.path.dirname(__file__), "fixtures", "prosqa_generated.json"), graph=True)
 
 
 def real_records(*names):
@@ -117,8 +124,8 @@ def test_converters_match_the_reference_preprocessing():
 # --- the curriculum's sequences ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stage", range(8))
-def test_coconut_stage_sequences_on_real_prosqa(tok, prosqa, stage):
-    for r in prosqa[:40]:
+def test_coconut_stage_sequences(tok, generated, stage):
+    for r in generated:
         s = tokenize_record(tok, r)
         n = len(s["steps"])
         ex = build_example(s, stage, Curriculum("coconut", c=1, max_latent_stage=6))
@@ -133,8 +140,8 @@ def test_coconut_stage_sequences_on_real_prosqa(tok, prosqa, stage):
         assert labels == [-100] * (q + 2 + thoughts) + rest
 
 
-def test_c_multiplies_thoughts_and_padding_to_max_is_a_switch(tok, prosqa):
-    s = tokenize_record(tok, prosqa[0])  # 3 steps
+def test_c_multiplies_thoughts_and_padding_to_max_is_a_switch(tok, generated):
+    s = tokenize_record(tok, next(r for r in generated if len(r["steps"]) == 3))
     assert build_example(s, 2, Curriculum("coconut", c=3))["input_ids"].count(LATENT_ID) == 6
     assert build_example(s, 7, Curriculum("coconut", c=2))["input_ids"].count(LATENT_ID) == 12
     assert build_example(s, 7, Curriculum("coconut", c=2, pad_latent_to_max=False))["input_ids"].count(LATENT_ID) == 6
@@ -142,8 +149,8 @@ def test_c_multiplies_thoughts_and_padding_to_max_is_a_switch(tok, prosqa):
     assert build_prompt(s, 5, Curriculum("coconut", pad_latent_to_max=False))["input_ids"].count(LATENT_ID) == 3
 
 
-def test_baseline_sequences(tok, prosqa):
-    s = tokenize_record(tok, prosqa[0])
+def test_baseline_sequences(tok, generated):
+    s = tokenize_record(tok, generated[0])
     q, steps, a = s["question"], [t for st in s["steps"] for t in st], s["answer"]
     assert build_example(s, 3, Curriculum("cot"))["input_ids"] == q + steps + a
     assert build_example(s, 3, Curriculum("no-cot")) == {"input_ids": q + a, "labels": [-100] * len(q) + a}
@@ -189,12 +196,12 @@ def test_collation_without_thoughts_only_right_pads():
 # --- generators --------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def generated():
+def generated_2000():
     return tasks.generate_prosqa({"train": 2000}, seed=0)["train"]
 
 
-def test_generator_matches_official_statistics(generated, prosqa):
-    ours, official = tasks.graph_statistics(generated), tasks.graph_statistics(prosqa)
+def test_generator_matches_official_statistics(generated_2000, prosqa):
+    ours, official = tasks.graph_statistics(generated_2000), tasks.graph_statistics(prosqa)
     for length, share in official["path_shares"].items():
         assert abs(ours["path_shares"].get(length, 0) - share) <= 0.04, length
     assert set(ours["path_shares"]) == set(official["path_shares"])
@@ -205,9 +212,9 @@ def test_generator_matches_official_statistics(generated, prosqa):
     assert abs(ours["n_paths"] - official["n_paths"]) < 0.15
 
 
-def test_every_generated_record_is_a_sound_problem(generated):
+def test_every_generated_record_is_a_sound_problem(generated_2000):
     mini = tasks.generate_prosqa({"train": 500}, seed=0, nodes=(6, 9), path=(2, 3))["train"]
-    for r in generated + mini:
+    for r in generated_2000 + mini:
         children = data.children_of(r)
         parents = {c for _, c in r["edges"]}
         dist, _ = data.bfs(children, r["root"])
@@ -229,14 +236,14 @@ def test_every_generated_record_is_a_sound_problem(generated):
         assert r["question"].endswith("?") and sym[r["target"]] in r["question"].split("Is ")[-1]
 
 
-def test_the_entity_is_the_person_with_the_farther_target(generated):
+def test_the_entity_is_the_person_with_the_farther_target(generated_2000):
     """The official splits ask about whichever of the two people has the farther eligible target."""
     def farthest_target(r, person):
         children = data.children_of(r)
         dist, other = data.bfs(children, person)[0], data.bfs(children, 1 - person)[0]
         concepts = {c for _, c in r["edges"]}
         return max((d for n, d in dist.items() if not children[n] and n not in other and n in concepts), default=-1)
-    for r in generated:
+    for r in generated_2000:
         assert farthest_target(r, r["root"]) == len(r["steps"]) >= farthest_target(r, 1 - r["root"])
 
 
@@ -437,3 +444,16 @@ def test_an_epoch_of_the_stream_is_a_pure_function_of_the_seed_and_the_epoch():
     assert epochs(0, 3) == epochs(0, 3)
     assert epochs(0, 3)[:2] == epochs(0, 2)  # what a resumed run regenerates
     assert epochs(1, 1) != epochs(0, 1)
+
+
+def test_show_marks_exactly_the_tokens_that_carry_loss():
+    r = {"question": "Tom is a wumpus. Every wumpus is a yumpus. Is Tom a yumpus or zumpus?",
+         "steps": ["Tom is a wumpus.", "Every wumpus is a yumpus."], "answer": "Tom is a yumpus."}
+    tok = Tokenizer.build("words", data.record_texts(r))
+    assert data.show_stages(r, Curriculum("coconut", 1, 1), tok, [0, 1, 2]).splitlines() == [
+        "stage 0 (CoT):            ‹question›<|start-latent|><|end-latent|>⟦Tom is a wumpus.\\n Every wumpus is a "
+        "yumpus.\\n ### Tom is a yumpus.<|endoftext|>⟧",
+        "stage 1:                  ‹question›<|start-latent|><|latent|><|end-latent|>⟦Every wumpus is a yumpus.\\n ### "
+        "Tom is a yumpus.<|endoftext|>⟧",
+        "stage 2 (past the last):  ‹question›<|start-latent|><|latent|><|end-latent|>⟦### Tom is a yumpus."
+        "<|endoftext|>⟧"]

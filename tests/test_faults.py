@@ -40,7 +40,7 @@ def train_cli(mini_dir, out, *extra, kill_at=None):
 
 
 def test_a_run_killed_at_every_awkward_moment_resumes_to_the_uninterrupted_run(mini_dir, tmp_path):
-    train.main(FLAGS + ["--data_dir", mini_dir, "--out_dir", str(tmp_path / "whole")])
+    assert train_cli(mini_dir, tmp_path / "whole").returncode == 0  # as the killed runs: same process, same threads
     run = tmp_path / "killed"
     # each kill lands at a different moment; every later command resumes from what the kill left on disk:
     # (moment, epochs last.pt holds, lines metrics.jsonl holds)
