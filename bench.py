@@ -105,8 +105,8 @@ def mini_examples(stage, n_records=2048):
     """The laptop recipe's training examples at `stage`: ProsQA-mini in the words vocabulary."""
     records = tasks.generate_prosqa({"train": n_records}, 0, LAPTOP["nodes"], LAPTOP["path"])["train"]
     tok = data.Tokenizer.build("words", [t for r in records for t in data.record_texts(r)])
-    return [data.build_example(data.tokenize_record(tok, r), stage,
-                               data.Curriculum("coconut", 1, LAPTOP["max_latent_stage"]), special=tok.special) for r in records], tok
+    cur = data.Curriculum("coconut", 1, LAPTOP["max_latent_stage"])
+    return [data.build_example(data.tokenize_record(tok, r), stage, cur, special=tok.special) for r in records], tok
 
 
 def padding_share(examples, tok, batch_size, bucket):

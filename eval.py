@@ -17,8 +17,8 @@ import torch
 
 import data
 import tasks
-from run import (ArgumentParser, accuracies, accuracy_counts, fail, fmt_acc, generate_texts, is_correct,
-                 load_checkpoint, model_from_checkpoint, need, pick_device, split_text)
+from run import (LAPTOP_HELD_OUT, ArgumentParser, accuracies, accuracy_counts, export_run, fail, fmt_acc,
+                 generate_texts, is_correct, load_checkpoint, model_from_checkpoint, need, pick_device, split_text)
 
 # ----------------------------------------------------------------------------------------------------------
 # §5.1 outcome classes on ProsQA.
@@ -165,6 +165,8 @@ def get_args(argv=None):
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--device", default=None)
     p.add_argument("--plot", default=None, help="write figures (PNG) to this folder")
+    p.add_argument("--export", default=None, metavar="DIR", help="write the --ckpt run as a shipped model: its "
+                   "best checkpoint without the optimizer, config.json and metrics.jsonl")
     p.add_argument("--curves", nargs="+", default=None, metavar="RUN",
                    help="plot the learning curves of these run folders (validation accuracy per epoch) to --plot")
     args = p.parse_args(argv)
@@ -189,6 +191,9 @@ def eval_inputs(args, ckpt):
     """(checkpoint, data path, records) with every record checked: the file (data.load_records) and each
     record's prompt plus the run's --max_new_tokens against the model's context."""
     meta, run_args = ckpt["meta"], ckpt["args"]
+    if not args.data and run_args.get("generated_data") and args.split in LAPTOP_HELD_OUT:
+        tasks.ensure_held_out(run_args["data_dir"], run_args["seed"], run_args["nodes"], run_args["path"],
+                              LAPTOP_HELD_OUT)  # a generated run's questions, wherever it is evaluated
     data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
     records = data.load_records(data_path, graph=meta["dataset"] == "prosqa")[: args.limit]
     tok = data.Tokenizer.from_state(ckpt["vocab"])
@@ -283,6 +288,10 @@ def evaluate_checkpoint(path, ckpt, data_path, records, args, device):
 
 def main(argv=None):
     args = get_args(argv)
+    if args.export:
+        need(len(args.ckpt) == 1, "--export", args.export, "exports one run: give exactly one --ckpt")
+        print(f"wrote {export_run(args.ckpt[0], args.export)}")
+        return
     device = pick_device(args.device) if args.ckpt else "cpu"
     # every checkpoint and data file is read and checked before any work
     inputs = [eval_inputs(args, load_checkpoint(path)) for path in args.ckpt]
@@ -296,7 +305,8 @@ def main(argv=None):
             print(f"{name:22s}{acc:9.3f}" + "".join(f"{shares[o]:16.3f}" for o in OUTCOMES))
     if len(summaries) > 1:  # Appendix B: inference time per case
         split = all("n_shortcut" in s for s in summaries.values())
-        print("\nmethod            accuracy" + ("  shortcut  no shortcut" if split else "") + "  new tokens  ms/question")
+        print("\nmethod            accuracy" + ("  shortcut  no shortcut" if split else "") +
+              "  new tokens  ms/question")
         for path, s in summaries.items():
             cells = [f"{s['accuracy']:8.3f}"] + ([f"{fmt_acc(s['accuracy_shortcut']):>8s}",
                                                   f"{fmt_acc(s['accuracy_no_shortcut']):>11s}"] if split else [])

@@ -52,7 +52,7 @@ PAPER = {
     "gsm8k": dict(c=2, max_latent_stage=3, epochs_per_stage=[3], num_epochs=25, max_new_tokens=64),
 }
 # A CPU with no network: a small model from scratch on ProsQA-mini (smaller graphs from our generator),
-# so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: README, "The laptop recipe".
+# so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: docs/results.md, the levers.
 # Flags given explicitly still win.
 LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, c=1, max_latent_stage=2,
               epochs_per_stage=[3, 1], num_epochs=8, batch_size=8, micro_batch=8, lr=1.5e-3,
@@ -107,6 +107,21 @@ def checkpoint_state(coconut, tok, args, epoch, stage, optimizer, metrics, best_
 def save_checkpoint(state, path):
     """Atomically and durably (data.write_atomic): a kill mid-save leaves the previous checkpoint intact."""
     data.write_atomic(path, lambda f: (torch.save(state, f), fault_point("mid-save", state["epoch"])))
+
+
+def export_run(run, folder):
+    """A run folder as a shipped model: its best checkpoint without the optimizer state (a few MB), its
+    config.json and metrics.jsonl, so that eval.py --ckpt and --curves read it as they read the run."""
+    ckpt = load_checkpoint(run)
+    if os.path.exists(folder):
+        fail(f"{folder}: already exists; a model is exported into a new folder")
+    state = {k: v for k, v in ckpt.items() if k not in ("optimizer", "path")}
+    save_checkpoint(state, os.path.join(folder, "best.pt"))
+    for name in ("config.json", "metrics.jsonl"):
+        with open(os.path.join(os.path.dirname(ckpt["path"]), name), "rb") as f:
+            blob = f.read()
+        data.write_atomic(os.path.join(folder, name), lambda f: f.write(blob))
+    return os.path.join(folder, "best.pt")
 
 
 def checkpoint_path(path):

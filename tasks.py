@@ -276,12 +276,24 @@ def prosqa_epoch(seed, epoch, size, nodes, path, seen):
     return prosqa_records(random.Random(f"prosqa-stream-{seed}-{epoch}"), size, nodes, path, False, seen)
 
 
+def ensure_held_out(data_dir, seed, nodes, path, sizes):
+    """{split: path} of a generated run's validation and test questions in data_dir, generated if missing: a pure
+    function of the seed and the graph sizes, so a run folder (or a shipped model) finds the same questions
+    anywhere."""
+    paths = {s: os.path.join(data_dir, f"prosqa_{s}.json") for s in sizes}
+    if not all(os.path.exists(p) for p in paths.values()):
+        for s, records in generate_prosqa(sizes, seed, tuple(nodes), tuple(path)).items():
+            write_json_atomic(records, paths[s])
+    return paths
+
+
 def prosqa_vocabulary_texts():
     """Texts that use every word the ProsQA generator can write: a compact vocabulary built from them holds every
     question an endless stream will ever draw."""
     people, concepts = PERSON_NAMES, CONCEPT_NAMES
-    question = " ".join([f"{p} is a {c}." for p, c in zip(people, concepts)] + [f"Every {c} is a {c}." for c in concepts]
-                        + [f"Is {people[0]} a {concepts[0]} or {concepts[1]}?"])
+    question = " ".join([f"{p} is a {c}." for p, c in zip(people, concepts)] +
+                        [f"Every {c} is a {c}." for c in concepts] +
+                        [f"Is {people[0]} a {concepts[0]} or {concepts[1]}?"])
     return record_texts({"question": question, "steps": [f"Every {concepts[0]} is a {concepts[1]}."],
                          "answer": f"{people[0]} is a {concepts[0]}."})
 

@@ -27,8 +27,9 @@ import data
 import tasks
 import weights
 from run import (LAPTOP, LAPTOP_HELD_OUT, PAPER, TINY, ArgumentParser, accuracies, accuracy_counts, autocast,
-                 build_model, checkpoint_meta, checkpoint_state, fail, fault_point, generate_texts, is_correct, load_checkpoint,
-                 load_weights, need, pick_device, save_checkpoint, split_text)
+                 build_model, checkpoint_meta, checkpoint_state, fail, fault_point, generate_texts, is_correct,
+                 load_checkpoint, load_weights, need, pick_device, save_checkpoint, split_text)
+
 
 def get_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,7 +131,8 @@ def resolve(args, device):
                     f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
         notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"
                      f"{args.path[1]} steps) from data.py's generator: {training}; validation and test questions "
-                     f"held out in {args.data_dir}. A laptop recipe; the paper's ProsQA is --model gpt2 --data_dir data")
+                     f"held out in {args.data_dir}. A laptop recipe; the paper's ProsQA is --model gpt2 "
+                     "--data_dir data")
     if args.start_epoch is None:
         args.start_epoch = args.epochs_per_stage[0] if args.init_from else 0
     args.data_dir = args.data_dir or "data"
@@ -224,13 +226,11 @@ def load_splits(args, log):
     files (a name seen only in a question it is later asked gets an untrained row instead of failing), or, on
     generated ProsQA, every word the generator can write."""
     if args.generated_data:
-        paths = {s: os.path.join(args.data_dir, f"prosqa_{s}.json") for s in LAPTOP_HELD_OUT}
-        if not all(os.path.exists(p) for p in paths.values()):
-            # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
-            for s, records in tasks.generate_prosqa(LAPTOP_HELD_OUT, args.seed, tuple(args.nodes), tuple(args.path)).items():
-                data.write_json_atomic(records, paths[s])
+        # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
+        paths = tasks.ensure_held_out(args.data_dir, args.seed, args.nodes, args.path, LAPTOP_HELD_OUT)
         held_out = {s: data.load_records(p, graph=True) for s, p in paths.items()}
-        texts = tasks.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs for t in data.record_texts(r)]
+        texts = tasks.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs
+                                                   for t in data.record_texts(r)]
         train = None if args.stream else tasks.prosqa_epoch(args.seed, 0, args.train_size, tuple(args.nodes),
                                                            tuple(args.path), set())
         sources = {"train": "the generated training stream", "valid": paths["valid"]}
@@ -350,7 +350,8 @@ def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=
     loss_sum, loss_n, new_tokens, *summed = totals.tolist()
     acc = accuracies(dict(zip(counts, map(int, summed))))
     return {"val_loss": loss_sum / max(loss_n, 1), "val_new_tokens": new_tokens / max(acc["n"], 1),
-            **{("val_acc" + k[len("accuracy"):]) if k.startswith("accuracy") else "val_" + k: v for k, v in acc.items()}}
+            **{("val_acc" + k[len("accuracy"):]) if k.startswith("accuracy") else "val_" + k: v
+               for k, v in acc.items()}}
 
 
 def start_processes(args):
@@ -367,7 +368,8 @@ def start_processes(args):
 def setup(args, device, world, rank, log):
     """Every input read and checked before anything is written to the run folder; then the folder. Returns the
     run's state: the model, vocabulary, data, stage of each epoch, and where a resumed run stands."""
-    r = SimpleNamespace(last_path=os.path.join(args.out_dir, "last.pt"), best_path=os.path.join(args.out_dir, "best.pt"),
+    r = SimpleNamespace(last_path=os.path.join(args.out_dir, "last.pt"),
+                        best_path=os.path.join(args.out_dir, "best.pt"),
                         metrics_path=os.path.join(args.out_dir, "metrics.jsonl"))
     resumed = load_checkpoint(r.last_path) if args.resume else None
     init = load_checkpoint(args.init_from) if args.init_from else None

@@ -20,13 +20,15 @@ Exercise = namedtuple("Exercise", ["number", "title", "where", "points", "tests"
 # tests: pytest node ids (a parametrized test by its name: all its cases); needs: {node id: the exercises whose
 # solutions that test also runs}. A test of an exercise fails while any exercise it needs is unsolved.
 
-DATA, COCONUT, TRAIN, EVAL = "tests/test_data.py::", "tests/test_coconut.py::", "tests/test_train.py::", "tests/test_eval.py::"
+DATA, COCONUT = "tests/test_data.py::", "tests/test_coconut.py::"
+TRAIN, EVAL = "tests/test_train.py::", "tests/test_eval.py::"
 EXERCISES = [
     Exercise(1, "the curriculum's sequences", "data.py: layout", 10,
              [DATA + "test_coconut_stage_sequences", DATA + "test_c_multiplies_thoughts_and_padding_to_max_is_a_switch",
               DATA + "test_baseline_sequences"], {}),
     Exercise(2, "left padding", "data.py: collate", 10,
-             [DATA + "test_collation_aligns_first_thought_and_pads", DATA + "test_collation_without_thoughts_only_right_pads"],
+             [DATA + "test_collation_aligns_first_thought_and_pads",
+              DATA + "test_collation_without_thoughts_only_right_pads"],
              {}),
     Exercise(3, "the continuous-thought loop", "coconut.py: Coconut.run_thoughts", 25,
              [COCONUT + "test_thought_slot_holds_previous_final_hidden_state",
@@ -43,7 +45,8 @@ EXERCISES = [
              {COCONUT + "test_batched_generate_equals_row_by_row_and_uncached_decoding": [2, 3],
               COCONUT + "test_generate_stops_each_row_at_eos_and_counts_tokens_before_it": [3]}),
     Exercise(5, "the stage schedule", "train.py: stage_for_epoch", 10,
-             [TRAIN + "test_stage_schedule_per_method", TRAIN + "test_stage_lengths_may_differ_and_the_last_one_repeats"],
+             [TRAIN + "test_stage_schedule_per_method",
+              TRAIN + "test_stage_lengths_may_differ_and_the_last_one_repeats"],
              {}),
     Exercise(6, "the optimizer reset", "train.py: optimizer_for_stage", 10,
              [TRAIN + "test_two_stage_run_rebuilds_the_optimizer_at_each_stage",

@@ -277,7 +277,8 @@ def test_compact_vocabulary_model_equals_the_full_model_without_its_unused_rows(
                              for k, v in full.state_dict().items()})
 
     def batch(tok):
-        examples = [data.build_example(data.tokenize_record(tok, r), 2, data.Curriculum("coconut"), special=tok.special) for r in records]
+        cur = data.Curriculum("coconut")
+        examples = [data.build_example(data.tokenize_record(tok, r), 2, cur, special=tok.special) for r in records]
         return data.collate(examples, tok.eos_id, tok.special.latent)
     b_full, b_compact = batch(full_tok), batch(compact_tok)
     assert torch.equal(used[b_compact["input_ids"]], b_full["input_ids"])  # the same sequences, renumbered

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -252,3 +253,20 @@ def test_resume_with_the_stream_equals_uninterrupted_bit_for_bit(tmp_path, monke
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
+
+
+def test_a_generated_runs_questions_come_back_where_it_is_evaluated_and_its_export_evaluates_alike(tmp_path,
+                                                                                                  monkeypatch):
+    stream_run(tmp_path, monkeypatch, "run", "--num_epochs", "2")
+    folder = tmp_path / "data" / "prosqa-mini-n6-9-p2-3-s0"
+    test_split = (folder / "prosqa_test.json").read_text()
+    shutil.rmtree(tmp_path / "data")  # e.g. a run folder copied to another machine
+    ev.main(["--ckpt", "run", "--split", "test"])
+    assert (folder / "prosqa_test.json").read_text() == test_split
+    ev.main(["--ckpt", "run", "--export", "models/run"])
+    shipped = torch.load(tmp_path / "models" / "run" / "best.pt", weights_only=True)
+    assert "optimizer" not in shipped and sorted(os.listdir(tmp_path / "models" / "run")) == [
+        "best.pt", "config.json", "metrics.jsonl"]
+    ev.main(["--ckpt", "models/run", "--split", "test"])
+    a, b = (json.load(open(tmp_path / f / "eval_test.json"))["rows"] for f in ("run", "models/run"))
+    assert a == b
