@@ -381,10 +381,10 @@ def plot(report, folder):
             vals = [report["latent_sweep"][k][o] for k in ks]
             ax.bar([str(k) for k in ks], vals, bottom=bottom, label=o)
             bottom = [b + v for b, v in zip(bottom, vals)]
-        trained = str(report.get("trained_thoughts"))
-        if trained in ks:  # the thought count the model answers with at its last stage
-            ax.annotate("trained for", (ks.index(trained), 1.0), xytext=(0, 4), textcoords="offset points",
-                        ha="center", va="bottom", fontsize=8)
+        labels = [str(k) for k in ks]  # int keys in memory, str keys once read back from eval_*.json
+        if str(report.get("trained_thoughts")) in labels:  # the thought count it answers with at its last stage
+            ax.annotate("trained for", (labels.index(str(report["trained_thoughts"])), 1.0), xytext=(0, 4),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
         ax.set_title("Figure 5: what the model writes after k continuous thoughts")
         ax.set_xlabel("continuous thoughts k before switching to language")
         ax.set_ylabel("share of questions")
