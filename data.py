@@ -137,7 +137,7 @@ def show_stages(record, cur, tok, stages):
     lines = []
     for stage in stages:
         ex = build_example(sample, stage, cur, special=tok.special)
-        scored = ex["labels"].index(next(t for t in ex["labels"] if t != -100))
+        scored = next(i for i, label in enumerate(ex["labels"]) if label != -100)
         name = "stage 0 (CoT)" if stage == 0 else f"stage {stage}" + (" (past the last)" if stage >
                                                                        cur.max_latent_stage else "")
         q = len(sample["question"])  # shown once, above; here ‹question›

@@ -188,8 +188,8 @@ def get_args(argv=None):
 
 
 def eval_inputs(args, ckpt):
-    """(checkpoint, data path, records) with every record checked: the file (data.load_records) and each
-    record's prompt plus the run's --max_new_tokens against the model's context."""
+    """(checkpoint, data path, records, tokenized samples) with every record checked: the file
+    (data.load_records) and each record's prompt plus the run's --max_new_tokens against the model's context."""
     meta, run_args = ckpt["meta"], ckpt["args"]
     if not args.data and run_args.get("generated_data") and args.split in LAPTOP_HELD_OUT:
         tasks.ensure_held_out(run_args["data_dir"], run_args["seed"], run_args["nodes"], run_args["path"],
@@ -199,14 +199,14 @@ def eval_inputs(args, ckpt):
     tok = data.Tokenizer.from_state(ckpt["vocab"])
     forced = max(args.latents or [0])  # --latents k: question, <bot>, k thoughts, <eot>
     block = ckpt["model_config"]["block_size"]
-    for i, r in enumerate(records):
-        sample = data.tokenize_record(tok, r)
+    samples = [data.tokenize_record(tok, r) for r in records]
+    for i, sample in enumerate(samples):
         prompt = data.build_prompt(sample, meta["max_latent_stage"] + 1, data.curriculum_of(meta), tok.special)
         n = max(len(prompt["input_ids"]), len(sample["question"]) + forced + 2) + run_args["max_new_tokens"]
         if n > block:
             fail(f"{data_path}: record {i}: {n} tokens (prompt + the run's max_new_tokens "
                  f"{run_args['max_new_tokens']}) exceed the model's context of {block}")
-    return ckpt, data_path, records
+    return ckpt, data_path, records, samples
 
 
 def latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf16):
@@ -244,14 +244,13 @@ def frontier_report(coconut, tok, records, samples, ks, device):
     return report
 
 
-def evaluate_checkpoint(path, ckpt, data_path, records, args, device):
+def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
     """Accuracy and efficiency of one checkpoint on its records, the analyses asked for, eval_<split>.json
     written beside it. Returns (summary, the Figure 5 rows)."""
     meta, run_args = ckpt["meta"], ckpt["args"]
     coconut, tok = model_from_checkpoint(ckpt, device)
     coconut.eval()
     graph = meta["dataset"] == "prosqa"
-    samples = [data.tokenize_record(tok, r) for r in records]
     max_new, bf16 = run_args["max_new_tokens"], run_args.get("bf16", 1)
     rows, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, bf16=bf16)
     print(f"{path}  [{meta['method']}, {os.path.basename(data_path)}]")
@@ -296,8 +295,8 @@ def main(argv=None):
     # every checkpoint and data file is read and checked before any work
     inputs = [eval_inputs(args, load_checkpoint(path)) for path in args.ckpt]
     summaries, outcome_rows = {}, []
-    for path, (ckpt, data_path, records) in zip(args.ckpt, inputs):
-        summaries[path], rows = evaluate_checkpoint(path, ckpt, data_path, records, args, device)
+    for path, (ckpt, data_path, records, samples) in zip(args.ckpt, inputs):
+        summaries[path], rows = evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device)
         outcome_rows += rows
     if outcome_rows:  # Figure 5 as a table
         print("\n" + f"{'':22s}{'accuracy':>9s}" + "".join(f"{o:>16s}" for o in OUTCOMES))

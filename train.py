@@ -130,7 +130,7 @@ def resolve(args, device):
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
                     f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
         notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"
-                     f"{args.path[1]} steps) from data.py's generator: {training}; validation and test questions "
+                     f"{args.path[1]} steps) from tasks.py's generator: {training}; validation and test questions "
                      f"held out in {args.data_dir}. A laptop recipe; the paper's ProsQA is --model gpt2 "
                      "--data_dir data")
     if args.start_epoch is None:
