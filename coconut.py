@@ -2,8 +2,8 @@
 
 Every `<|latent|>` position t receives, as its input embedding, the final hidden state (after ln_f) at
 position t-1. That state only exists once position t-1 has been computed, so a sequence with n thoughts is
-run in n+1 passes over the key/value cache: the first pass up to the first thought, then one position per
-thought, then the rest. Each position is computed exactly once, so the whole costs about one forward pass,
+run in n+1 passes over the key/value cache: the first pass up to the first thought, then one pass starting at
+each thought and running up to the next thought (after the last one, to the end). Each position is computed exactly once, so the whole costs about one forward pass,
 and gradients flow back through every thought into the passes before it (§3, "Training Procedure").
 
 The interface mirrors the reference implementation (facebookresearch/coconut) so results compare one to one:

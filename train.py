@@ -198,7 +198,7 @@ def stage_for_epoch(epoch, args):
         return epoch
     if stages == "last":  # w/o curriculum: the final stage from the start
         return args.max_latent_stage + 1
-    per_stage = args.epochs_per_stage if isinstance(args.epochs_per_stage, (list, tuple)) else [args.epochs_per_stage]
+    per_stage = args.epochs_per_stage
     end = 0
     for stage in range(args.max_latent_stage + 1):
         end += per_stage[min(stage, len(per_stage) - 1)]

@@ -1,6 +1,7 @@
 """Writes a student copy of the project: a fresh repository without history, each exercise's solution region
 replaced by a stub that raises NotImplementedError (its docstring kept), the tests included without the
-teacher-only code. The exercises are listed in classroom/exercises.py; the handout is docs/classroom.md.
+teacher-only code, and neither the drawn cases nor the kit's own tests (exercises.TEACHER_FILES). The
+exercises are listed in classroom/exercises.py; the handout is docs/classroom.md.
 
     python classroom/student_copy.py ../coconut-student                 # every exercise a stub
     python classroom/student_copy.py ../coconut-ex3 --exercises 3       # only exercise 3
@@ -13,29 +14,33 @@ import shutil
 import subprocess
 import sys
 
-from exercises import EXERCISES, stub_source
+from exercises import EXERCISES, ROOT, TEACHER_FILES, project_files, stub_source
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDENT_NOTE = """> **Student copy.** Exercises {numbers} are stubs that raise `NotImplementedError("exercise N: ...")`;
+> the handout is [docs/classroom.md](docs/classroom.md). Check your work with `python classroom/grade.py`
+> (points per exercise, and the concept behind each lost point) or with an exercise's own command (its
+> *Check:* line in the handout). Only the code between an exercise's markers is graded. Until every exercise
+> is solved, `python -m pytest` fails the tests that run unsolved code and names the exercises they wait for.
 
-
-def project_files():
-    """The files git tracks (untracked and ignored ones, run folders and data, stay behind)."""
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
-    return [f for f in out.stdout.decode().split("\0") if f and os.path.isfile(os.path.join(ROOT, f))]
+"""
 
 
 def write_copy(folder, stubbed, git=True):
     for name in project_files():
-        target = os.path.join(folder, name)
+        if name in TEACHER_FILES:
+            continue
+        source, target = os.path.join(ROOT, name), os.path.join(folder, name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        if name.endswith(".py"):
-            with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+        if name.endswith(".py") or name == "README.md":
+            with open(source, encoding="utf-8") as f:
                 text = f.read()
+            if name == "README.md":
+                text = STUDENT_NOTE.format(numbers=", ".join(map(str, stubbed)) or "none") + text
             with open(target, "w", encoding="utf-8") as f:
-                f.write(stub_source(text, stubbed))
-            shutil.copymode(os.path.join(ROOT, name), target)
+                f.write(stub_source(text, stubbed) if name.endswith(".py") else text)
+            shutil.copymode(source, target)
         else:
-            shutil.copy2(os.path.join(ROOT, name), target)
+            shutil.copy2(source, target)
     if git:  # a fresh repository: the solutions are not in its history
         env = dict(os.environ, GIT_AUTHOR_NAME="coconut", GIT_AUTHOR_EMAIL="coconut@localhost",
                    GIT_COMMITTER_NAME="coconut", GIT_COMMITTER_EMAIL="coconut@localhost")

@@ -5,7 +5,7 @@
 Bottom row: the input sequence (question, <bot>, two thoughts, <eot>, the answer). Middle: the transformer,
 one column per position. Top: the last hidden state after the final LayerNorm. A thought's input is the
 hidden state of the position before it (curved arrows), so the sequence runs as n+1 passes over the key/value
-cache (the shaded spans): up to the first thought, one position per thought, then the rest.
+cache (the shaded spans): the first up to the first thought, then one starting at each thought.
 """
 
 import os
@@ -18,8 +18,9 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 TOKENS = ["Is", "Tom", "a", "…", "?", "<bot>", "thought 1", "thought 2", "<eot>", "###", "Tom", "is", "a", "…"]
 THOUGHTS = (6, 7)
-PASSES = [(0, 6, "pass 1: the question and <bot>"), (6, 7, "pass 2"), (7, 8, "pass 3"),
-          (8, len(TOKENS), "pass 4: <eot> and the answer, scored")]
+# A pass ends where a thought needs the hidden state it has just computed: 2 thoughts, 3 passes.
+PASSES = [(0, 6, "pass 1: the question and <bot>"), (6, 7, "pass 2: thought 1"),
+          (7, len(TOKENS), "pass 3: thought 2, <eot> and the answer (scored)")]
 
 
 def box(ax, x, y, text, color, width=0.84, height=0.5, fontsize=8):
@@ -52,7 +53,7 @@ def main():
     ax.text(-0.6, 2.4, "last hidden\nstate (ln_f)", ha="right", va="center", fontsize=8)
     ax.text(-0.6, 0, "input\nembedding", ha="right", va="center", fontsize=8)
     ax.set_title("Coconut: the last hidden state is fed back as the next input embedding (a continuous thought). "
-                 "n thoughts = n+1 passes.", fontsize=10)
+                 "n thoughts = n+1 passes (here 2 and 3).", fontsize=10)
     ax.set_xlim(-2.2, len(TOKENS) - 0.4)
     ax.set_ylim(-1.35, 3.0)
     ax.axis("off")

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import tiny_gpt
+from conftest import decoding_gpt, tiny_gpt
 from coconut import Coconut, greedy_uncached, lm_loss
 import data
 
@@ -194,7 +194,7 @@ def prompts_batch(prompt_rows):
 
 
 def test_batched_generate_equals_row_by_row_and_uncached_decoding():
-    model = tiny_gpt(vocab_size=V, seed=5)
+    model = decoding_gpt(seed=5, eos_id=EOS, eos_position=15, special_ids=(LATENT, START, END))
     coconut = Coconut(model, LATENT, START, END, EOS)
     prompts = [make_row(6, 3, 0, 10)[0], make_row(3, 3, 0, 11)[0], make_row(8, 1, 0, 12)[0],
                [5, 6, 7, 8]]  # no thoughts at all: the collator right-pads this row
@@ -207,24 +207,36 @@ def test_batched_generate_equals_row_by_row_and_uncached_decoding():
         assert batched.tokens[b, :n].tolist() == greedy_uncached(coconut, p, 12)
 
 
-def test_generate_stops_each_row_at_eos_and_counts_tokens_before_it(monkeypatch):
-    model = tiny_gpt(vocab_size=V, seed=1)
-    real_forward = model.forward
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_generate_continues_each_left_padded_row_at_its_own_position(side):
+    """Prompts of 2, 5 and 7 tokens padded to one width, on a model whose output depends on the position: each
+    row continues after its own last real token, at its own next position (not the batch's next column)."""
+    model = decoding_gpt(seed=3, eos_id=EOS, eos_position=40, special_ids=(LATENT, START, END))
+    coconut = Coconut(model, LATENT, START, END, EOS)
+    prompts = [[11, 12], [21, 22, 23, 24, 25], [31, 32, 33, 34, 35, 36, 37]]
+    pads = [7 - len(p) for p in prompts]
+    rows = [[EOS] * k + p if side == "left" else p + [EOS] * k for p, k in zip(prompts, pads)]
+    mask = [[0] * k + [1] * len(p) if side == "left" else [1] * len(p) + [0] * k for p, k in zip(prompts, pads)]
+    positions = [[0] * k + list(range(len(p))) if side == "left" else list(range(len(p))) + [0] * k
+                 for p, k in zip(prompts, pads)]
+    g = coconut.generate(torch.tensor(rows), torch.tensor(mask), torch.tensor(positions), max_new_tokens=6)
+    for b, p in enumerate(prompts):
+        assert g.tokens[b].tolist() == greedy_uncached(coconut, p, 6)
+        assert int(g.lengths[b]) == 6
 
-    def forward_with_eos_at(idx=None, position_ids=None, **kw):
-        # eos wins once row 0 reads position 5 and row 1 reads position 8
-        out = real_forward(idx=idx, position_ids=position_ids, **kw)
-        if out.logits is None:  # the prompt pass, whose last token reads position 2
-            return out
-        stop = torch.tensor([[5], [8]]) == position_ids
-        return out._replace(logits=torch.where(stop[..., None] & (torch.arange(V) == EOS), 1e9, out.logits))
 
-    monkeypatch.setattr(model, "forward", forward_with_eos_at)
-    g = Coconut(model, LATENT, START, END, EOS).generate(torch.tensor([[1, 2, 3], [4, 5, 6]]), max_new_tokens=10)
-    assert g.lengths.tolist() == [3, 6]
-    assert g.tokens[0, 3:].eq(EOS).all() and g.tokens[1, 6:].eq(EOS).all()
-    assert not g.tokens[1, :6].eq(EOS).any()
-    assert g.n_passes == 1 + 6  # the prompt, then one pass per token until the last row stops
+def test_generate_stops_each_row_at_eos_and_counts_tokens_before_it():
+    """The model writes eos when it reads position 8: after 6 tokens for a 3-token prompt, after 3 for a 6-token
+    one. A finished row writes eos from then on while the other row goes on."""
+    model = decoding_gpt(seed=1, eos_id=EOS, eos_position=8, special_ids=(LATENT, START, END))
+    coconut = Coconut(model, LATENT, START, END, EOS)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9]]
+    g = coconut.generate(**prompts_batch(prompts), max_new_tokens=10)
+    assert g.lengths.tolist() == [6, 3]
+    for b, p in enumerate(prompts):
+        n = int(g.lengths[b])
+        assert g.tokens[b, :n].tolist() == greedy_uncached(coconut, p, 10)
+        assert not g.tokens[b, :n].eq(EOS).any() and g.tokens[b, n:].eq(EOS).all()
 
 
 # --- the stop classifier (§3 "Inference") -------------------------------------------------------------------
@@ -265,8 +277,8 @@ def test_adaptive_decoding_equals_fixed_thoughts_when_the_classifier_never_or_al
 # --- a compact vocabulary is the full one with unused rows removed ------------------------------------------
 
 def test_compact_vocabulary_model_equals_the_full_model_without_its_unused_rows():
-    from conftest import shared_file
-    full_tok = data.Tokenizer()
+    from conftest import gpt2_tokenizer, shared_file
+    full_tok = gpt2_tokenizer()
     records = data.load_records(shared_file("prosqa_valid.json"))[:6]
     compact_tok = data.Tokenizer.build("bpe", [t for r in records for t in data.record_texts(r)])
     # compact row r is GPT-2 id used[r]: the pieces, then eos and the three Coconut tokens

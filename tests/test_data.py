@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import shared_file
+from conftest import gpt2_tokenizer, shared_file
 import data
 import tasks
 from data import (Curriculum, Tokenizer, build_example, build_prompt, collate, tokenize_record, load_records, DataError,
@@ -15,7 +15,7 @@ from data import (Curriculum, Tokenizer, build_example, build_prompt, collate, t
 
 @pytest.fixture(scope="module")
 def tok():
-    return Tokenizer()
+    return gpt2_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,12 @@ def prosqa():
 def generated():
     """ProsQA-sized records of our generator, shipped with the tests: the sequence tests never skip."""
     return load_records(os.path.join(os.path.dirname(__file__), "fixtures", "prosqa_generated.json"), graph=True)
+
+
+@pytest.fixture(scope="module")
+def words(generated):
+    """The words vocabulary of those records: the sequence tests run offline (no GPT-2 BPE needed)."""
+    return Tokenizer.build("words", [t for r in generated for t in data.record_texts(r)])
 
 
 def real_records(*names):
@@ -124,9 +130,9 @@ def test_converters_match_the_reference_preprocessing():
 # --- the curriculum's sequences ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stage", range(8))
-def test_coconut_stage_sequences(tok, generated, stage):
+def test_coconut_stage_sequences(words, generated, stage):
     for r in generated:
-        s = tokenize_record(tok, r)
+        s = tokenize_record(words, r)
         n = len(s["steps"])
         ex = build_example(s, stage, Curriculum("coconut", c=1, max_latent_stage=6))
         ids, labels = ex["input_ids"], ex["labels"]
@@ -140,8 +146,8 @@ def test_coconut_stage_sequences(tok, generated, stage):
         assert labels == [-100] * (q + 2 + thoughts) + rest
 
 
-def test_c_multiplies_thoughts_and_padding_to_max_is_a_switch(tok, generated):
-    s = tokenize_record(tok, next(r for r in generated if len(r["steps"]) == 3))
+def test_c_multiplies_thoughts_and_padding_to_max_is_a_switch(words, generated):
+    s = tokenize_record(words, next(r for r in generated if len(r["steps"]) == 3))
     assert build_example(s, 2, Curriculum("coconut", c=3))["input_ids"].count(LATENT_ID) == 6
     assert build_example(s, 7, Curriculum("coconut", c=2))["input_ids"].count(LATENT_ID) == 12
     assert build_example(s, 7, Curriculum("coconut", c=2, pad_latent_to_max=False))["input_ids"].count(LATENT_ID) == 6
@@ -149,8 +155,21 @@ def test_c_multiplies_thoughts_and_padding_to_max_is_a_switch(tok, generated):
     assert build_prompt(s, 5, Curriculum("coconut", pad_latent_to_max=False))["input_ids"].count(LATENT_ID) == 3
 
 
-def test_baseline_sequences(tok, generated):
-    s = tokenize_record(tok, generated[0])
+def test_past_the_last_stage_the_thoughts_are_capped_at_the_last_stage(words, generated):
+    """Past the last stage every step goes. Padded, the thoughts stay at max_latent_stage x c; unpadded, at
+    min(steps, max_latent_stage) x c (the reference's rule): a 3-step sample with max_latent_stage 2 keeps 2."""
+    s = tokenize_record(words, next(r for r in generated if len(r["steps"]) == 3))
+    for pad, max_stage, c, expected in [(True, 2, 1, 2), (False, 2, 1, 2), (False, 2, 2, 4), (False, 6, 1, 3),
+                                        (True, 6, 2, 12), (False, 6, 2, 6)]:
+        cur = Curriculum("coconut", c=c, max_latent_stage=max_stage, pad_latent_to_max=pad)
+        ex = build_example(s, max_stage + 1, cur)["input_ids"]
+        assert ex.count(LATENT_ID) == expected, (pad, max_stage, c)
+        assert ex[-len(s["answer"]):] == s["answer"] and ex[ex.index(END_LATENT_ID) + 1:] == s["answer"]
+    assert data.layout(3, 3, Curriculum("coconut", max_latent_stage=2, pad_latent_to_max=False)) == (3, 2, True)
+
+
+def test_baseline_sequences(words, generated):
+    s = tokenize_record(words, generated[0])
     q, steps, a = s["question"], [t for st in s["steps"] for t in st], s["answer"]
     assert build_example(s, 3, Curriculum("cot"))["input_ids"] == q + steps + a
     assert build_example(s, 3, Curriculum("no-cot")) == {"input_ids": q + a, "labels": [-100] * len(q) + a}
@@ -172,7 +191,7 @@ def test_stage_mixing_draws_stages_uniformly(tok, prosqa):
     assert all(abs(counts.count(k) / 2000 - 0.25) < 0.04 for k in range(4))
 
 
-def test_collation_aligns_first_thought_and_pads(tok):
+def test_collation_aligns_first_thought_and_pads():
     a = {"input_ids": [1, 2, 3, START_LATENT_ID, LATENT_ID, END_LATENT_ID, 9], "labels": [-100] * 6 + [9]}
     b = {"input_ids": [4, START_LATENT_ID, LATENT_ID, LATENT_ID, END_LATENT_ID, 7, 8, 9, 10],
          "labels": [-100] * 5 + [7, 8, 9, 10]}

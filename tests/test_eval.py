@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, gpt2_tokenizer
 import data
 import run
 import tasks
@@ -21,7 +21,7 @@ GRAPH = {"idx_to_symbol": ["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scr
          "question": "...", "steps": ["Tom is a c.", "Every c is a lempus."]}
 
 
-@pytest.mark.parametrize("text,k,expected", [
+OUTCOME_CASES = [
     ("### Tom is a lempus.", 0, "Correct Label"),
     ("### Tom is a scrompus.", 0, "Incorrect Label"),
     ("Tom is a c.\nEvery c is a lempus.\n### Tom is a lempus.", 0, "Correct Path"),
@@ -33,11 +33,15 @@ GRAPH = {"idx_to_symbol": ["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scr
     ("Tom is a d.\nEvery d is a b.\n### Tom is a b.", 0, "Wrong Target"),
     ("Every c is a lempus.\n### Tom is a lempus.", 1, "Correct Path"),  # partial: thought covered Tom -> c
     ("Every b is a lempus.\n### Tom is a lempus.", 1, "Longer Path"),  # b is 2 steps away: 3 > 2
+    ("Every c is a lempus.\n### Tom is a lempus.", 2, "Correct Path"),  # the length counts edges, not thoughts
     ("Every e is a scrompus.\n### Tom is a scrompus.", 1, "Hallucination"),  # e is not reachable from Tom
     ("Every c is a lempus.\n### Tom is a lempus.", 0, "Hallucination"),  # without thoughts it must start at Tom
     ("Every d is a b.\n### Tom is a b.", 1, "Wrong Target"),
     (". .\n### Tom is a lempus.", 0, "Hallucination"),  # written text without a single step
-])
+]
+
+
+@pytest.mark.parametrize("text,k,expected", OUTCOME_CASES)
 def test_outcome_classes(text, k, expected):
     assert ev.classify(GRAPH, text, k) == expected
 
@@ -50,7 +54,7 @@ def test_node_height_is_shortest_distance_to_a_leaf():
 def test_frontier_values_on_a_stub_model_with_known_distributions():
     """A stub whose next-token distribution is uniform over 4 tokens: every 1-token name gets 1/4, every
     2-token name 1/16 (the product over the name's tokens)."""
-    tok = data.Tokenizer()
+    tok = gpt2_tokenizer()
     record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"])
 
     class Uniform(torch.nn.Module):

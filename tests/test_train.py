@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY_FLAGS
+from conftest import ROOT, TINY_FLAGS, gpt2_tokenizer
 import data
 import tasks
 from run import generate_texts, load_checkpoint, model_from_checkpoint
@@ -30,7 +30,7 @@ def run(mini_dir, out, *extra):
 # --- schedules ---------------------------------------------------------------------------------------------
 
 def test_stage_schedule_per_method():
-    args = argparse.Namespace(method="coconut", epochs_per_stage=5, max_latent_stage=6)
+    args = argparse.Namespace(method="coconut", epochs_per_stage=[5], max_latent_stage=6)  # as train.py passes it
     assert [train.stage_for_epoch(e, args) for e in (0, 4, 5, 29, 30, 34, 35, 49)] == [0, 0, 1, 5, 6, 6, 7, 7]
     for method, expected in [("cot", 0), ("no-cot", 0), ("pause", 0), ("no-curriculum", 7)]:
         args.method = method
@@ -71,7 +71,7 @@ def test_each_stage_restarts_the_schedule_with_its_optimizer(mini_dir, tmp_path,
 # --- batches -----------------------------------------------------------------------------------------------
 
 def test_bucketing_covers_every_example_once_with_less_padding():
-    tok = data.Tokenizer()
+    tok = gpt2_tokenizer()
     records = tasks.generate_prosqa({"train": 512}, seed=2, nodes=(6, 9), path=(2, 3))["train"]
     samples = [data.tokenize_record(tok, r) for r in records]
     examples = [data.build_example(s, 1, data.Curriculum("coconut", max_latent_stage=3)) for s in samples]
