@@ -27,7 +27,8 @@ import data
 import tasks
 from coconut import Coconut, greedy_uncached
 from model import GPT, GPTConfig
-from run import LAPTOP, TINY, ArgumentParser, need, pick_device  # the laptop recipe, measured exactly as a run does it
+from data import ArgumentParser, positive_int, run_command, switch
+from run import LAPTOP, TINY, batch_on, pick_device  # the laptop recipe, measured exactly as a run does it
 
 EOS_ID, START_LATENT_ID, END_LATENT_ID, LATENT_ID = data.GPT2_SPECIAL
 
@@ -44,8 +45,8 @@ def make_model(shape, device, pause=False):
 
 def training_batch(records, tok, batch_size, device):
     samples = [data.tokenize_record(tok, r) for r in records[:batch_size]]
-    return {k: v.to(device) for k, v in data.collate(
-        [data.build_example(s, 6, data.Curriculum("coconut", c=1, max_latent_stage=6)) for s in samples]).items()}
+    return batch_on([data.build_example(s, 6, data.Curriculum("coconut", c=1, max_latent_stage=6)) for s in samples],
+                    tok, device)
 
 
 def time_steps(coconut, batch, reps, device):
@@ -153,9 +154,10 @@ def generation_table(args, records, tok):
     n = 16 if args.quick else args.questions
     coconut = make_model("tiny", args.device).eval()
     samples = [data.tokenize_record(tok, r) for r in records[:n]]
-    prompts = [data.build_prompt(s, 7, data.Curriculum("coconut", c=1, max_latent_stage=6)) for s in samples]
+    prompts = [data.build_prompt(s, data.final_stage(6), data.Curriculum("coconut", c=1, max_latent_stage=6))
+               for s in samples]
     t = time.perf_counter()
-    batch = {k: v.to(args.device) for k, v in data.collate(prompts).items()}
+    batch = batch_on(prompts, tok, args.device)
     gen = coconut.generate(**batch, max_new_tokens=args.max_new_tokens)
     sync(args.device)
     t_batched = time.perf_counter() - t
@@ -177,7 +179,7 @@ def padding_table():
     """Table 3: the share of pad positions in the laptop recipe's batches, with and without --bucket."""
     print("\n| padding share (ProsQA-mini, words vocabulary) | batch 8 | batch 32 |")
     print("|---|---|---|")
-    for stage, name in ((0, "stage 0 (CoT)"), (LAPTOP["max_latent_stage"] + 1, "last stage (thoughts)")):
+    for stage, name in ((0, "stage 0 (CoT)"), (data.final_stage(LAPTOP["max_latent_stage"]), "last stage (thoughts)")):
         examples, mini_tok = mini_examples(stage)
         for bucket in (0, 1):
             shares = [padding_share(examples, mini_tok, bs, bucket) for bs in (8, 32)]
@@ -188,13 +190,10 @@ def main(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best available)")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--questions", type=int, default=64)
-    p.add_argument("--max_new_tokens", type=int, default=32)
-    p.add_argument("--compile", type=int, default=0, help="1: also time the steps with the GPT torch.compile'd")
+    p.add_argument("--questions", type=positive_int, default=64)
+    p.add_argument("--max_new_tokens", type=positive_int, default=32)
+    p.add_argument("--compile", type=switch, default=0, help="1: also time the steps with the GPT torch.compile'd")
     args = p.parse_args(argv)
-    need(args.compile in (0, 1), "--compile", args.compile, "0 or 1")
-    for flag in ("questions", "max_new_tokens"):
-        need(getattr(args, flag) >= 1, f"--{flag}", getattr(args, flag), "must be at least 1")
     args.device = pick_device(args.device)
     torch.manual_seed(0)
     path = prosqa_path()
@@ -213,4 +212,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

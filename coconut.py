@@ -110,7 +110,7 @@ class Coconut(nn.Module):
         return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=logits)
 
     def stop_loss(self, input_ids, hidden):
-        """The classifier's target at <bot> and at each thought: is the next token <eot>?"""
+        """The classifier's target at <|start-latent|> and at each thought: is the next token <|end-latent|>?"""
         reads = (input_ids[:, :-1] == self.start_id) | (input_ids[:, :-1] == self.latent_id)
         if not reads.any():  # still touch the head, so DDP finds every parameter used
             return self.stop_head(hidden[:, :1]).sum() * 0
@@ -162,8 +162,8 @@ class Coconut(nn.Module):
                           max_new_tokens=128):
         """Greedy decoding where the stop classifier ends each row's thoughts (at most max_thoughts).
 
-        Prompts end with <bot>. Each step every row feeds one embedding: its last hidden state while it is
-        thinking, <eot> when the classifier (or the cap) says stop, then its greedy tokens. Returns
+        Prompts end with <|start-latent|>. Each step every row feeds one embedding: its last hidden state while it is
+        thinking, <|end-latent|> when the classifier (or the cap) says stop, then its greedy tokens. Returns
         Generation(tokens, lengths, n_passes) and the number of thoughts per row.
         """
         if self.stop_head is None:
@@ -174,7 +174,7 @@ class Coconut(nn.Module):
         h, pos, past_kv, n_passes = out.hidden[rows, last], position_ids[rows, last] + 1, out.past_kv, 1
         thinking = torch.ones_like(done)
         n_thoughts = torch.zeros_like(lengths)
-        eot = self.model.embed(torch.tensor(self.end_id, device=input_ids.device))
+        end = self.model.embed(torch.tensor(self.end_id, device=input_ids.device))
         while True:
             stop = thinking & ((self.stop_head(h).squeeze(-1) > 0) | (n_thoughts >= max_thoughts))
             speaking = ~thinking & ~done
@@ -187,7 +187,7 @@ class Coconut(nn.Module):
             done |= lengths >= max_new_tokens
             if done.all():
                 break
-            embeds = torch.where(thinking[:, None], torch.where(stop[:, None], eot.to(h.dtype), h),
+            embeds = torch.where(thinking[:, None], torch.where(stop[:, None], end.to(h.dtype), h),
                                  self.model.embed(tok).to(h.dtype))
             n_thoughts += (thinking & ~stop).long()
             thinking &= ~stop

@@ -2,15 +2,17 @@
 
 Everything between a record of the reference JSON format and a batch of tensors. The sequences follow the
 reference implementation token for token: `question + "\\n"`, each `step + "\\n"`, `"### " + answer`, eos. At
-stage k of the curriculum the first k steps are replaced by `<bot>`, k*c `<|latent|>`, `<eot>` (§3 "Training
+stage k of the curriculum the first k steps are replaced by `<|start-latent|>`, k*c `<|latent|>`, `<|end-latent|>` (§3 "Training
 Procedure"); METHODS says what each row of the paper's Table 1 does instead. Where records come from (the
-pinned releases, converters, our generators) is tasks.py; `python data.py prosqa --generate ...` runs its
-command line.
+pinned releases, converters, our generators) is tasks.py, whose command line is `python tasks.py`.
+Bad input of every kind ends a command with one line, `error: <what>: <why>` (the last section).
 """
 
+import argparse
 import json
 import os
 import re
+import urllib.request
 from collections import deque, namedtuple
 
 import torch
@@ -27,22 +29,18 @@ class DataError(ValueError):
 #   drops:  which reasoning steps are removed: "stage" (the first k at stage k), "all", "none"
 #   slots:  what stands in their place: "thoughts" (the last hidden state fed back, §3), "pauses" (the
 #           <|latent|> embedding itself: nothing fed back, one pass), None
-#   markers: <bot> and <eot> around the slots
+#   markers: <|start-latent|> and <|end-latent|> around the slots
 
-Method = namedtuple("Method", ["stages", "drops", "slots", "markers", "what", "paper_prosqa"])
+Method = namedtuple("Method", ["stages", "drops", "slots", "markers"])
 METHODS = {
-    "coconut": Method("curriculum", "stage", "thoughts", True, "the curriculum with continuous thoughts", 97.0),
-    "cot": Method("none", "none", None, False, "question, all steps, answer", 77.5),
-    "no-cot": Method("none", "all", None, False, "question, answer", 76.7),
-    "pause": Method("none", "all", "pauses", False, "question, as many `<pause>` tokens as Coconut has thoughts, "
-                    "answer", 75.9),
-    "icot": Method("epoch", "none", None, False, "CoT whose first reasoning tokens are removed, "
-                   "`--icot_tokens_per_stage` more per epoch", 98.2),
-    "no-thought": Method("curriculum", "stage", None, False, "the curriculum removes steps but adds no thoughts",
-                         95.5),
-    "pause-as-thought": Method("curriculum", "stage", "pauses", True, "Coconut's layout, thought slots keep the "
-                               "`<|latent|>` embedding", 96.6),
-    "no-curriculum": Method("last", "stage", "thoughts", True, "Coconut's final stage from epoch 0", 76.1),
+    "coconut": Method("curriculum", "stage", "thoughts", True),  # the curriculum with continuous thoughts
+    "cot": Method("none", "none", None, False),  # question, all steps, answer
+    "no-cot": Method("none", "all", None, False),  # question, answer
+    "pause": Method("none", "all", "pauses", False),  # question, as many pauses as Coconut's thoughts, answer
+    "icot": Method("epoch", "none", None, False),  # CoT losing --icot_tokens_per_stage more tokens each epoch
+    "no-thought": Method("curriculum", "stage", None, False),  # the curriculum removes steps, adds no thoughts
+    "pause-as-thought": Method("curriculum", "stage", "pauses", True),  # Coconut's layout, nothing fed back
+    "no-curriculum": Method("last", "stage", "thoughts", True),  # Coconut's final stage from epoch 0
 }
 
 # GPT-2's 50,257 rows, then <|start-latent|>, <|end-latent|>, <|latent|> (the reference's ids)
@@ -80,6 +78,12 @@ def curriculum_of(settings):
     return Curriculum(**found)
 
 
+def final_stage(max_latent_stage):
+    """The stage past the last latent one: every step gone, max_latent_stage*c thoughts. Training ends there and
+    a finished run is evaluated there."""
+    return max_latent_stage + 1
+
+
 def layout(n_steps, stage, cur):
     """What stage `stage` of curriculum `cur` does to a sample with n_steps steps:
     (steps dropped, thought or pause slots, markers?)."""
@@ -99,7 +103,7 @@ def layout(n_steps, stage, cur):
 
 
 def thought_prefix(sample, n_thoughts, markers, special):
-    """The question, then <bot>, n thoughts, <eot> (without markers: the thought slots alone)."""
+    """The question, then <|start-latent|>, n thoughts, <|end-latent|> (without markers: the thought slots alone)."""
     return sample["question"] + ([special.start] if markers else []) + [special.latent] * n_thoughts + (
         [special.end] if markers else [])
 
@@ -178,8 +182,7 @@ BUCKET_POOL = 64  # batches are cut from pools of this many batches' worth of le
 def example_batches(examples, batch_size, bucket, rng, latent_id):
     """Each optimizer step's global batch (indices into examples), shuffled. With bucket, samples of
     similar length share a batch: pools of BUCKET_POOL batches are sorted by (column of the first thought,
-    length) and cut, then the batches are shuffled: a ProsQA-mini batch of 8 goes from 22 % padding to under 1 %
-    (python bench.py)."""
+    length) and cut, then the batches are shuffled (bench.py measures the padding it saves)."""
     order = list(range(len(examples)))
     rng.shuffle(order)
     if bucket:
@@ -331,9 +334,6 @@ class Tokenizer:
 # ----------------------------------------------------------------------------------------------------------
 # Records: the reference JSON format, validated in full before anything is used.
 
-GRAPH_FIELDS = ("idx_to_symbol", "edges", "root", "target", "neg_target")
-
-
 def validate_records(records, source, graph=False):
     if not isinstance(records, list):
         raise DataError(f"{source}: expected a JSON list of records, got {type(records).__name__}")
@@ -455,6 +455,77 @@ def write_json_atomic(obj, path, indent=None):
     write_atomic(path, lambda f: f.write(json.dumps(obj, indent=indent).encode("utf-8")))
 
 
-if __name__ == "__main__":  # the datasets' command line (generate, statistics) lives with the generators
-    import tasks
-    tasks.cli()
+def download(url, path):
+    """Download to path + '.part' with a progress bar, then rename: a broken download leaves no file."""
+    from tqdm import tqdm
+    tmp = path + ".part"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(path)) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise ConnectionError(f"could not download {url}: {e}") from e
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One-line errors: every bad flag or file stops a command with `error: <what>: <why>`, exit status 1. Flags
+# are checked by argparse as they are read (the types below); rules between flags by the scripts' checks.
+
+def fail(msg):
+    raise SystemExit(f"error: {msg}")
+
+
+def need(ok, flag, value, allowed):
+    """A rule between flags: `error: --flag value: what is allowed`."""
+    if not ok:
+        fail(f"{flag} {value}: {allowed}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage dump); a value our types refuse reads `--flag value: why`."""
+
+    def error(self, message):
+        fail(re.sub(r"^argument (\S+?)(/\S+)?: (?!invalid |expected |ignored |not allowed )", r"\1 ", message))
+
+
+def flag_type(convert, ok, allowed):
+    """An argparse type: the value converted (argparse names a value that does not convert), refused with
+    `--flag value: allowed` when ok(value) is false."""
+    def check(text):
+        value = convert(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{value}: {allowed}")
+        return value
+    check.__name__ = convert.__name__  # argparse's "invalid int value: 'x'"
+    return check
+
+
+positive_int = flag_type(int, lambda v: v >= 1, "must be at least 1")
+nonnegative_int = flag_type(int, lambda v: v >= 0, "must be 0 or more")
+positive_float = flag_type(float, lambda v: v > 0, "must be greater than 0")
+nonnegative_float = flag_type(float, lambda v: v >= 0, "must be 0 or more")
+switch = flag_type(int, lambda v: v in (0, 1), "0 or 1")
+
+
+def one_of(names):
+    """An argparse type for a name from `names`: `--flag 'x': expected one of a, b, c`."""
+    def check(text):
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected one of {', '.join(names)}")
+        return text
+    return check
+
+
+def run_command(main):
+    """Run a script's main(): a DataError (a bad file or record) becomes its one line and exit status 1."""
+    try:
+        return main()
+    except DataError as e:
+        fail(str(e))

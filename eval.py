@@ -17,8 +17,9 @@ import torch
 
 import data
 import tasks
-from run import (LAPTOP_HELD_OUT, ArgumentParser, accuracies, accuracy_counts, export_run, fail, fmt_acc,
-                 generate_texts, is_correct, load_checkpoint, model_from_checkpoint, need, pick_device, split_text)
+from data import ArgumentParser, fail, need, nonnegative_int, positive_int
+from run import (LAPTOP_HELD_OUT, accuracies, accuracy_counts, export_run, fmt_acc, generate_texts,
+                 is_correct, load_checkpoint, model_from_checkpoint, pick_device, split_text)
 
 # ----------------------------------------------------------------------------------------------------------
 # §5.1 outcome classes on ProsQA.
@@ -133,7 +134,7 @@ def run_eval(coconut, tok, meta, records, samples, device, max_new_tokens, batch
     """Generate for every record; return per-record outputs and summary metrics."""
     t0, n_passes, outputs = time.time(), 0, []
     for i in range(0, len(samples), batch_size):
-        texts, passes = generate_texts(coconut, tok, samples[i:i + batch_size], meta["max_latent_stage"] + 1, meta,
+        texts, passes = generate_texts(coconut, tok, samples[i:i + batch_size], data.final_stage(meta["max_latent_stage"]), meta,
                                        device, max_new_tokens, latents, bf16)
         outputs += texts
         n_passes += passes
@@ -160,9 +161,10 @@ def get_args(argv=None):
     p.add_argument("--data", default=None, help="a JSON file instead of the run's split")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
     p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k thoughts")
-    p.add_argument("--probe", type=int, default=0, help="decode the thoughts of the first N questions (Fig. 3)")
-    p.add_argument("--limit", type=int, default=None, help="first N records only")
-    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--probe", type=nonnegative_int, default=0, help="decode the thoughts of the first N questions "
+                   "(Fig. 3)")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N records only")
+    p.add_argument("--batch_size", type=positive_int, default=64)
     p.add_argument("--device", default=None)
     p.add_argument("--plot", default=None, help="write figures (PNG) to this folder")
     p.add_argument("--export", default=None, metavar="DIR", help="write the --ckpt run as a shipped model: its "
@@ -171,10 +173,6 @@ def get_args(argv=None):
                    help="plot the learning curves of these run folders (validation accuracy per epoch) to --plot")
     args = p.parse_args(argv)
     need(args.ckpt or args.curves, "--ckpt", "(none)", "give at least one run folder or .pt (or --curves RUN...)")
-    for flag in ("limit", "batch_size"):
-        need(getattr(args, flag) is None or getattr(args, flag) >= 1, f"--{flag}", getattr(args, flag),
-             "must be at least 1")
-    need(args.probe >= 0, "--probe", args.probe, "must be 0 or more")
     for flag in ("latents", "frontier"):
         ks = getattr(args, flag) or []
         need(all(0 <= k < 1000 for k in ks), f"--{flag}", " ".join(map(str, ks)), "thought counts from 0 to 999")
@@ -197,11 +195,11 @@ def eval_inputs(args, ckpt):
     data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
     records = data.load_records(data_path, graph=meta["dataset"] == "prosqa")[: args.limit]
     tok = data.Tokenizer.from_state(ckpt["vocab"])
-    forced = max(args.latents or [0])  # --latents k: question, <bot>, k thoughts, <eot>
+    forced = max(args.latents or [0])  # --latents k: question, <|start-latent|>, k thoughts, <|end-latent|>
     block = ckpt["model_config"]["block_size"]
     samples = [data.tokenize_record(tok, r) for r in records]
     for i, sample in enumerate(samples):
-        prompt = data.build_prompt(sample, meta["max_latent_stage"] + 1, data.curriculum_of(meta), tok.special)
+        prompt = data.build_prompt(sample, data.final_stage(meta["max_latent_stage"]), data.curriculum_of(meta), tok.special)
         n = max(len(prompt["input_ids"]), len(sample["question"]) + forced + 2) + run_args["max_new_tokens"]
         if n > block:
             fail(f"{data_path}: record {i}: {n} tokens (prompt + the run's max_new_tokens "
@@ -423,9 +421,7 @@ def plot(report, folder):
 
 if __name__ == "__main__":
     try:
-        main()
-    except data.DataError as err:
-        raise SystemExit(f"error: {err}")
+        data.run_command(main)
     except KeyboardInterrupt:  # eval_*.json files are written whole or not at all (data.write_atomic)
         print("interrupted: the eval_*.json files written so far are complete", file=sys.stderr)
         sys.exit(130)

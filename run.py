@@ -1,64 +1,63 @@
-"""What a run's scripts share: one-line errors, the device, the recipes, the checkpoint, and evaluation's greedy
-generation and answer check (paper §4: greedy decoding, accuracy as the reference computes it).
+"""What a run's scripts share: every default (the recipes), the device, the checkpoint, and evaluation's greedy
+generation, answer check and validation (paper §4: greedy decoding, accuracy as the reference computes it).
 
 train.py, eval.py and bench.py import this module and never each other. A checkpoint is a dict of tensors,
 numbers, strings, lists and dicts: written atomically and durably (data.write_atomic), read with
 torch.load(weights_only=True), and rebuilt into exactly the model and vocabulary it was trained with.
 """
 
-import argparse
 import os
 import pickle
 import signal
 import zipfile
 
 import torch
+import torch.distributed as dist
 
 import data
 import weights
 from coconut import Coconut
+from data import fail
 from model import GPT, GPTConfig
 
 CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
 
 
 # ----------------------------------------------------------------------------------------------------------
-# One-line errors: every bad flag or file stops a command with `error: <what>: <why>`, exit status 1.
+# Every default, in one place. A flag left unset takes the run's recipe: the paper's, or the laptop's where the
+# run is a small model from scratch on generated ProsQA (--model tiny without --data_dir: the default on a
+# machine without a GPU). Flags given explicitly win. `python train.py --help` shows what each flag takes here.
 
-def fail(msg):
-    raise SystemExit(f"error: {msg}")
-
-
-def need(ok, flag, value, allowed):
-    """A flag's check: `error: --flag value: what is allowed`."""
-    if not ok:
-        fail(f"{flag} {value}: {allowed}")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line, `error: ...`, like every other bad input (no usage dump)."""
-
-    def error(self, message):
-        raise SystemExit(f"error: {message}")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The recipes: the paper's, the laptop's, and the tiny model's shape (train.py and bench.py read them).
-
-# The paper's recipes (GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr).
-PAPER = {
+TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny: GPT-2's shape, narrow and shallow
+DEFAULTS = dict(  # every run
+    dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, latent_stop="fixed",
+    icot_tokens_per_stage=8, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
+    n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"])
+# The paper's recipe (§4: GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr),
+# then what differs per dataset (the reference's configs). micro_batch only splits the batch: 8 on a CPU.
+PAPER = dict(lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, init_std=0.02, uniform_prob=0.0,
+             batch_size=128, micro_batch=32)
+PAPER_DATASETS = {
     "prosqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
     "prontoqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
     "gsm8k": dict(c=2, max_latent_stage=3, epochs_per_stage=[3], num_epochs=25, max_new_tokens=64),
 }
-# A CPU with no network: a small model from scratch on ProsQA-mini (smaller graphs from our generator),
-# so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: docs/results.md, the levers.
-# Flags given explicitly still win.
-LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, c=1, max_latent_stage=2,
+# The laptop: a small model from scratch on ProsQA-mini (smaller graphs from our generator), fresh questions
+# every epoch, so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: docs/results.md.
+LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, stream=1, c=1, max_latent_stage=2,
               epochs_per_stage=[3, 1], num_epochs=8, batch_size=8, micro_batch=8, lr=1.5e-3,
               lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
 LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses the first N validation records
-TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny; sizes overridable by flags
+
+
+def recipe(dataset, laptop, device):
+    """Every default of a run on `dataset`: DEFAULTS, the paper's recipe, and the laptop's over it."""
+    out = {**DEFAULTS, **PAPER, **PAPER_DATASETS[dataset], "stream": 0}
+    if device == "cpu":
+        out["micro_batch"] = 8
+    if laptop:
+        out.update(LAPTOP)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -218,6 +217,11 @@ def fault_point(point, epoch):
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation's greedy generation and the answer check, shared with training's validation.
 
+def batch_on(examples, tok, device):
+    """A batch of examples (data.collate: first thoughts aligned) as tensors on `device`."""
+    return {k: v.to(device) for k, v in data.collate(examples, tok.eos_id, tok.special.latent).items()}
+
+
 def answer_of(text):
     """The reference's answer extraction: the text after the last '#', commas removed."""
     return text.split("#")[-1].replace(",", "").strip()
@@ -279,11 +283,11 @@ def generate_texts(coconut, tok, samples, stage, meta, device, max_new_tokens, l
     classifier = meta.get("latent_stop") == "classifier" and latents is None
     if latents is not None:
         prompts = [{"input_ids": data.thought_prefix(s, latents, True, tok.special)} for s in samples]
-    elif classifier:  # the classifier decides how many thoughts follow <bot>
+    elif classifier:  # the classifier decides how many thoughts follow <|start-latent|>
         prompts = [{"input_ids": s["question"] + [tok.special.start]} for s in samples]
     else:
         prompts = [data.build_prompt(s, stage, data.curriculum_of(meta), tok.special) for s in samples]
-    batch = {k: v.to(device) for k, v in data.collate(prompts, tok.eos_id, tok.special.latent).items()}
+    batch = batch_on(prompts, tok, device)
     with autocast(device, bf16):
         if classifier:
             cap = min(stage, meta["max_latent_stage"]) * meta["c"]
@@ -293,3 +297,43 @@ def generate_texts(coconut, tok, samples, stage, meta, device, max_new_tokens, l
     texts = [(tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True), int(gen.lengths[r]))
              for r in range(len(samples))]
     return texts, gen.n_passes
+
+
+def build_examples(samples, stage, args, tok, rng=None):
+    """Training examples at `stage` of the run's curriculum (data.Curriculum of its flags)."""
+    cur = data.curriculum_of(vars(args))
+    return [data.build_example(s, stage, cur, rng, tok.special) for s in samples]
+
+
+@torch.no_grad()
+def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=1, rank=0):
+    """Validation loss and generation accuracy at `stage`, sharded over ranks and summed; on ProsQA the
+    accuracy also split by the one-hop shortcut (run.accuracies)."""
+    coconut.eval()
+    meta = checkpoint_meta(args)
+    loss_sum, loss_n, new_tokens, correct = 0.0, 0, 0, []
+    idx = list(range(rank, len(valid_tok), world))
+    bs = args.micro_batch
+    for i in range(0, len(idx), bs):
+        chunk = idx[i:i + bs]
+        examples = build_examples([valid_tok[j] for j in chunk], stage, args, tok)
+        batch = batch_on(examples, tok, device)
+        with autocast(device, args.bf16):
+            out = coconut(**batch, return_logits=False)
+        scored = int((batch["labels"][:, 1:] != -100).sum())
+        loss_sum += float(out.loss) * scored
+        loss_n += scored
+        texts, _ = generate_texts(coconut, tok, [valid_tok[j] for j in chunk], stage, meta, device,
+                                  args.max_new_tokens, bf16=args.bf16)
+        for (text, n_new), j in zip(texts, chunk):
+            correct.append(is_correct(text, valid_records[j]["answer"]))
+            new_tokens += n_new
+    counts = accuracy_counts([valid_records[j] for j in idx], correct)
+    totals = torch.tensor([loss_sum, loss_n, new_tokens, *counts.values()], dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(totals)
+    loss_sum, loss_n, new_tokens, *summed = totals.tolist()
+    acc = accuracies(dict(zip(counts, map(int, summed))))
+    return {"val_loss": loss_sum / max(loss_n, 1), "val_new_tokens": new_tokens / max(acc["n"], 1),
+            **{("val_acc" + k[len("accuracy"):]) if k.startswith("accuracy") else "val_" + k: v
+               for k, v in acc.items()}}

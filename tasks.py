@@ -7,9 +7,10 @@ The ProsQA generator also feeds train.py's endless stream of fresh questions (`p
 question in ten out for validation and test (`is_held_out`), and draws the one-hop shortcut with the official
 share (`SHORTCUT_SHARE`), so a score on its questions measures search.
 
-    python data.py prosqa --generate --out data/          # ProsQA-sized splits from our generator
-    python data.py prosqa --generate --out data/mini --nodes 8 12 --path 2 3 --train 8000
-    python data.py prosqa --stats data/prosqa_valid.json   # statistics of any file, the shortcut's share too
+    python tasks.py prosqa --generate --out data/          # ProsQA-sized splits from our generator
+    python tasks.py prosqa --generate --out data/mini --nodes 8 12 --path 2 3 --train 8000
+    python tasks.py prosqa --stats data/prosqa_valid.json   # statistics of any file, the shortcut's share too
+    python tasks.py prosqa --show --nodes 6 9 --path 2 3    # one question at every stage of the curriculum
 """
 
 import argparse
@@ -18,12 +19,10 @@ import json
 import math
 import os
 import random
-import sys
 
-from data import (Curriculum, DataError, Tokenizer, adjacency, bfs, children_of, has_shortcut, load_records, read_text,
-                  record_texts, show_stages, write_json_atomic)
-from run import ArgumentParser
-from weights import download
+from data import (ArgumentParser, Curriculum, DataError, Tokenizer, adjacency, bfs, children_of, download,
+                  has_shortcut, load_records, nonnegative_int, positive_int, read_text, record_texts, run_command,
+                  show_stages, write_json_atomic)
 
 DATASETS = ("prosqa", "prontoqa", "gsm8k")
 SPLITS = ("train", "valid", "test")
@@ -141,17 +140,12 @@ def prosqa_question_graph(rng, nodes, path):
     """Draw graphs until one has a target at shortest distance within `path`. Returns (parents per node, the
     entity, its distances, the target, the negative).
 
-    Appendix A builds the graph and its two label sides (descendants of node 0, of node 1) but leaves open
-    which of the two people the question asks about and which leaves become the options. Both are read off
-    the official splits (all 300 validation records agree):
-    - the target is the farthest leaf that only the entity reaches, the negative a leaf that only the other
-      person reaches and that is a concept (a person is never an option);
-    - the entity is whichever of the two people has the farther such target (ties at random). Asking about
-      node 0 regardless puts 58 % of questions at 3 steps; the official split has 41 %.
-    One more choice keeps the question honest at every graph size: whether the negative is a child of another
-    person (has_shortcut: "Rex is a gwompus." then gives the answer away in one hop) is drawn first, with the
-    official split's share SHORTCUT_SHARE, and the negative is picked of that kind. Left to chance, small
-    graphs leak it: 82 % of 6-9-node questions, 21 % at full size.
+    Appendix A leaves open which person the question asks about and which leaves become the options; both are
+    read off the official splits: the target is the farthest leaf only the entity reaches, the negative a concept
+    leaf only the other person reaches, and the entity is the person with the farther such target (ties at
+    random). Whether the negative is a child of another person (has_shortcut, a one-hop giveaway) is drawn first,
+    with the official share SHORTCUT_SHARE, so that a score measures search at every graph size. What each
+    choice changes, measured: docs/results.md, "The generator's choices".
     """
     shortcut = rng.random() < SHORTCUT_SHARE
     for _ in range(MAX_GRAPH_DRAWS):
@@ -247,7 +241,7 @@ def prosqa_records(rng, size, nodes, path, held_out, seen):
         else:
             r = prosqa_sample(rng, nodes, path)
         key = question_key(r["question"])
-        if (key % HELD_OUT_EVERY == 0) == held_out and key not in seen:
+        if is_held_out(r["question"]) == held_out and key not in seen:
             seen.add(key)
             out.append(r)
     return out
@@ -255,15 +249,10 @@ def prosqa_records(rng, size, nodes, path, held_out, seen):
 
 def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
     """Splits of ProsQA-style records; deterministic for a seed; no question appears in two splits, and
-    validation and test questions are held out (is_held_out) from every training set of any seed.
-
-    With the entity and target rules of prosqa_sample, 44 % of questions take 3 steps and 41 % 4 (official:
-    41 % and 44 %): our graphs share twice as many concepts between the two people (12 % vs 6 %), and no
-    choice Appendix A leaves open (node count, what a Poisson draw of 0 does, parents with or without
-    replacement) closes that. So, as a last resort, for the official range of 3-6 steps each record's length
-    is drawn from the official split's shares (OFFICIAL_PATH_SHARES) and graphs are drawn until one has it.
-    Other ranges (ProsQA-mini) keep the lengths the rules give.
-    """
+    validation and test questions are held out (is_held_out) from every training set of any seed. In the
+    official 3-6-step range each record's length is first drawn from the official split's shares
+    (OFFICIAL_PATH_SHARES), which the rules alone do not reproduce (docs/results.md); other ranges keep the
+    lengths the rules give."""
     rng, seen = random.Random(seed), set()
     return {split: prosqa_records(rng, size, nodes, path, split in HELD_OUT_SPLITS, seen)
             for split, size in sizes.items()}
@@ -472,8 +461,8 @@ def main(argv=None):
     p.add_argument("--generate", action="store_true", help="write splits from our generator")
     p.add_argument("--show", action="store_true", help="prosqa: one generated question and its training sequence "
                    "at every stage of the curriculum (--c, --max_latent_stage), the loss-carrying part marked")
-    p.add_argument("--c", type=int, default=1, help="--show: continuous thoughts per step")
-    p.add_argument("--max_latent_stage", type=int, default=2, help="--show: the last latent stage")
+    p.add_argument("--c", type=positive_int, default=1, help="--show: continuous thoughts per step")
+    p.add_argument("--max_latent_stage", type=nonnegative_int, default=2, help="--show: the last latent stage")
     p.add_argument("--stats", nargs="+", metavar="FILE", help="prosqa: graph statistics of files in the reference "
                    "format (compare a generated set with the official one)")
     p.add_argument("--out", default="data")
@@ -482,11 +471,10 @@ def main(argv=None):
                    help="ProsQA graph size range (official splits: 22.8 nodes on average)")
     p.add_argument("--path", type=int, nargs=2, default=(3, 6), metavar=("MIN", "MAX"),
                    help="ProsQA shortest path length range (official: 3-6 steps)")
-    p.add_argument("--train", type=int, default=None)
-    p.add_argument("--valid", type=int, default=None)
-    p.add_argument("--test", type=int, default=None)
-    args = p.parse_args(argv)
     for s in SPLITS:
+        p.add_argument(f"--{s}", type=int, default=None, help=f"records in {s} (default: the official count)")
+    args = p.parse_args(argv)
+    for s in SPLITS:  # a DataError, as every bad input of the generators (callers catch it as one)
         if getattr(args, s) is not None and getattr(args, s) < 1:
             raise DataError(f"--{s} {getattr(args, s)}: a split holds at least 1 record")
     if os.path.isfile(args.out):
@@ -495,8 +483,6 @@ def main(argv=None):
         if args.dataset != "prosqa":
             raise DataError("--show: only for prosqa")
         check_generator_flags(args.nodes, args.path)
-        if args.c < 1 or args.max_latent_stage < 0:
-            raise DataError(f"--c {args.c} --max_latent_stage {args.max_latent_stage}: c at least 1, stage 0 or more")
         record = generate_prosqa({"valid": 1}, args.seed, tuple(args.nodes), tuple(args.path))["valid"][0]
         tok = Tokenizer.build("words", record_texts(record))
         print(f"question: {record['question']}\nsteps: {' '.join(record['steps'])}\nanswer: {record['answer']}\n")
@@ -527,13 +513,5 @@ def main(argv=None):
         print("\n".join(paths.values()))
 
 
-def cli():
-    """`python data.py ...`: main() with a bad input as one line and exit status 1."""
-    try:
-        main()
-    except DataError as e:
-        sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-    cli()
+    run_command(main)

@@ -1,7 +1,7 @@
 """Training: the multi-stage curriculum of Coconut and every baseline of the paper's Table 1 (paper §3-4).
 
 Stage k replaces the first k reasoning steps by k*c continuous thoughts; the optimizer is rebuilt whenever
-the stage changes (§3 "Training Procedure").
+the stage changes (§3 "Training Procedure"). Every default is in run.py's recipes; `--help` shows this machine's.
 
     python train.py --dataset prosqa --c 1                      # the front door (a laptop recipe on a CPU)
     python train.py --dataset prosqa --model gpt2               # the paper's setup, on a GPU
@@ -18,7 +18,6 @@ import shlex
 import sys
 import time
 from collections import namedtuple
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -26,77 +25,90 @@ import torch.distributed as dist
 import data
 import tasks
 import weights
-from run import (LAPTOP, LAPTOP_HELD_OUT, PAPER, TINY, ArgumentParser, accuracies, accuracy_counts, autocast,
-                 build_model, checkpoint_meta, checkpoint_state, fail, fault_point, generate_texts, is_correct,
-                 load_checkpoint, load_weights, need, pick_device, save_checkpoint, split_text)
+from data import (ArgumentParser, fail, flag_type, need, nonnegative_float, nonnegative_int, one_of, positive_float,
+                  positive_int, switch)
+from run import (DEFAULTS, LAPTOP_HELD_OUT, TINY, autocast, build_examples, build_model, checkpoint_state, evaluate,
+                 fault_point, load_checkpoint, load_weights, pick_device, recipe, save_checkpoint, split_text)
 
 
 def get_args(argv=None):
+    device = pick_device(None)
+    here = recipe(DEFAULTS["dataset"], laptop=device == "cpu", device=device)  # `python train.py` on this machine
+
+    def h(name, text=""):  # a flag's help, with the value it takes here when not given
+        value = here.get(name)
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        return f"{text}{' ' if text else ''}[here: {shown}]" if name in here else text
+    probability = flag_type(float, lambda v: 0 <= v <= 1, "a probability, from 0 to 1")
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="prosqa", help="prosqa | prontoqa | gsm8k")
-    p.add_argument("--method", default="coconut", help=" | ".join(data.METHODS))
-    p.add_argument("--c", type=int, default=None, help="continuous thoughts per reasoning step")
-    p.add_argument("--max_latent_stage", type=int, default=None)
-    p.add_argument("--epochs_per_stage", type=int, nargs="+", default=None,
-                   help="epochs of each stage; the last value holds for the later stages (e.g. 3 1: stage 0 "
-                        "three epochs, every later stage one)")
-    p.add_argument("--num_epochs", type=int, default=None)
-    p.add_argument("--pad_latent_to_max", type=int, default=1, help="past the last stage keep max_stage*c thoughts")
-    p.add_argument("--uniform_prob", type=float, default=None,
-                   help="probability of a random stage per sample (0.3: the §5 analysis model)")
-    p.add_argument("--latent_stop", default="fixed", choices=("fixed", "classifier"),
-                   help="leave latent mode after a fixed number of thoughts, or when a trained classifier says so")
-    p.add_argument("--icot_tokens_per_stage", type=int, default=8, help="--method icot: tokens removed per epoch")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--lr_schedule", default=None, choices=("constant", "cosine"),
-                   help="constant (the paper's), or per stage: linear warmup, then cosine decay to --min_lr")
-    p.add_argument("--warmup_steps", type=int, default=None, help="--lr_schedule cosine: warmup after each reset")
-    p.add_argument("--min_lr", type=float, default=0.0, help="--lr_schedule cosine: the rate at each stage's end")
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--grad_clip", type=float, default=None, help="clip the gradient norm (0: off, as the paper's)")
-    p.add_argument("--batch_size", type=int, default=None, help="effective batch (paper: 128)")
-    p.add_argument("--micro_batch", type=int, default=None, help="per device per step; the rest is accumulation")
-    p.add_argument("--bucket", type=int, default=1, help="batch samples of similar length (less padding)")
-    p.add_argument("--model", default="auto", help="auto | tiny | gpt2 | gpt2-medium | ... | a Hugging Face folder")
-    p.add_argument("--vocab", default="auto", choices=("auto",) + data.VOCABS,
-                   help="auto: words for a model from scratch on ProsQA/ProntoQA, else gpt2 (see data.Tokenizer)")
-    p.add_argument("--n_layer", type=int, default=TINY["n_layer"], help="--model tiny: layers")
-    p.add_argument("--n_embd", type=int, default=TINY["n_embd"], help="--model tiny: width")
-    p.add_argument("--n_head", type=int, default=TINY["n_head"], help="--model tiny: attention heads")
-    p.add_argument("--init_std", type=float, default=None, help="--model tiny: std of the initial weights "
-                   "(GPT-2's 0.02 is tuned for width 768)")
-    p.add_argument("--init_from", default=None, help="a checkpoint (.pt or run folder) to start from, e.g. CoT")
-    p.add_argument("--start_epoch", type=int, default=None,
-                   help="first epoch to train; with --init_from it defaults to the length of stage 0: the "
-                        "checkpoint already is stage 0 (the paper's GSM8k recipe)")
-    p.add_argument("--bf16", type=int, default=1, help="bf16 autocast on CUDA (0: fp32, as the reference's configs)")
-    p.add_argument("--compile", type=int, default=0, help="torch.compile the GPT (nanoGPT's switch; bench.py "
-                   "--compile measures what it buys)")
-    p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best available)")
-    p.add_argument("--data_dir", default=None, help="where <dataset>_{train,valid,test}.json live")
-    p.add_argument("--train_size", type=int, default=None, help="use the first N training records (--stream 1: "
-                   "fresh questions per epoch)")
-    p.add_argument("--stream", type=int, default=None, help="generated ProsQA: 1 draws --train_size fresh questions "
-                   "every epoch, none ever repeated (the default); 0 repeats one fixed set of that size")
-    p.add_argument("--val_size", type=int, default=None, help="use the first N validation records")
-    p.add_argument("--nodes", type=int, nargs=2, default=None, help="generated ProsQA graph sizes (min max)")
-    p.add_argument("--path", type=int, nargs=2, default=None, help="generated ProsQA path lengths (min max)")
-    p.add_argument("--max_new_tokens", type=int, default=None)
-    p.add_argument("--out_dir", default=None, help="default out/<dataset>-<method>-c<c>")
+    p.add_argument("--dataset", type=one_of(tasks.DATASETS), default=DEFAULTS["dataset"], help=h("dataset"))
+    p.add_argument("--method", type=one_of(tuple(data.METHODS)), default=DEFAULTS["method"],
+                   help=h("method", " | ".join(data.METHODS)))
+    p.add_argument("--c", type=positive_int, help=h("c", "continuous thoughts per reasoning step"))
+    p.add_argument("--max_latent_stage", type=nonnegative_int, help=h("max_latent_stage"))
+    p.add_argument("--epochs_per_stage", type=flag_type(int, lambda e: e >= 1, "each stage lasts at least 1 epoch"),
+                   nargs="+", help=h("epochs_per_stage", "epochs of each stage; the last value holds for the later "
+                                     "stages (e.g. 3 1: stage 0 three epochs, every later stage one)"))
+    p.add_argument("--num_epochs", type=positive_int, help=h("num_epochs"))
+    p.add_argument("--pad_latent_to_max", type=switch, help=h("pad_latent_to_max", "past the last stage keep "
+                                                              "max_stage*c thoughts"))
+    p.add_argument("--uniform_prob", type=probability, help=h("uniform_prob", "probability of a random stage per "
+                                                              "sample (0.3: the §5 analysis model)"))
+    p.add_argument("--latent_stop", choices=("fixed", "classifier"), help=h("latent_stop", "leave latent mode "
+                   "after a fixed number of thoughts, or when a trained classifier says so"))
+    p.add_argument("--icot_tokens_per_stage", type=positive_int, help=h("icot_tokens_per_stage", "--method icot: "
+                                                                         "tokens removed per epoch"))
+    p.add_argument("--lr", type=positive_float, help=h("lr"))
+    p.add_argument("--lr_schedule", choices=("constant", "cosine"), help=h("lr_schedule", "constant (the paper's), "
+                   "or per stage: linear warmup, then cosine decay to --min_lr"))
+    p.add_argument("--warmup_steps", type=nonnegative_int, help=h("warmup_steps", "--lr_schedule cosine: warmup "
+                                                                  "after each reset"))
+    p.add_argument("--min_lr", type=nonnegative_float, help=h("min_lr", "--lr_schedule cosine: the rate at each "
+                                                              "stage's end"))
+    p.add_argument("--weight_decay", type=nonnegative_float, help=h("weight_decay"))
+    p.add_argument("--grad_clip", type=flag_type(float, lambda v: v >= 0, "must be 0 (off) or more"),
+                   help=h("grad_clip", "clip the gradient norm (0: off, as the paper's)"))
+    p.add_argument("--batch_size", type=positive_int, help=h("batch_size", "effective batch"))
+    p.add_argument("--micro_batch", type=positive_int, help=h("micro_batch", "per device per step; the rest is "
+                                                              "accumulation"))
+    p.add_argument("--bucket", type=switch, help=h("bucket", "batch samples of similar length (less padding)"))
+    p.add_argument("--model", default=DEFAULTS["model"], help=h("model", "auto | tiny | gpt2 | gpt2-medium | ... "
+                   "| a Hugging Face folder (auto: tiny without a GPU, else gpt2)"))
+    p.add_argument("--vocab", default=DEFAULTS["vocab"], choices=("auto",) + data.VOCABS, help=h("vocab", "auto: "
+                   "words for a model from scratch on ProsQA/ProntoQA, else gpt2 (see data.Tokenizer)"))
+    p.add_argument("--n_layer", type=positive_int, help=h("n_layer", "--model tiny: layers"))
+    p.add_argument("--n_embd", type=positive_int, help=h("n_embd", "--model tiny: width"))
+    p.add_argument("--n_head", type=positive_int, help=h("n_head", "--model tiny: attention heads"))
+    p.add_argument("--init_std", type=positive_float, help=h("init_std", "--model tiny: std of the initial weights "
+                                                             "(GPT-2's 0.02 is tuned for width 768)"))
+    p.add_argument("--init_from", help="a checkpoint (.pt or run folder) to start from, e.g. CoT")
+    p.add_argument("--start_epoch", type=int, help="first epoch to train; with --init_from it defaults to the length "
+                   "of stage 0: the checkpoint already is stage 0 (the paper's GSM8k recipe) [here: 0]")
+    p.add_argument("--bf16", type=switch, help=h("bf16", "bf16 autocast on CUDA (0: fp32, as the reference's configs)"))
+    p.add_argument("--compile", type=switch, help=h("compile", "torch.compile the GPT (nanoGPT's switch; bench.py "
+                                                    "--compile measures what it buys)"))
+    p.add_argument("--device", help=f"cuda | mps | cpu [here: {device}]")
+    p.add_argument("--data_dir", help="where <dataset>_{train,valid,test}.json live [here: generated ProsQA-mini]"
+                   if device == "cpu" else "where <dataset>_{train,valid,test}.json live [here: data]")
+    p.add_argument("--train_size", type=positive_int, help=h("train_size", "use the first N training records "
+                                                             "(--stream 1: fresh questions per epoch)"))
+    p.add_argument("--stream", type=switch, help=h("stream", "generated ProsQA: 1 draws --train_size fresh "
+                   "questions every epoch, none ever repeated; 0 repeats one fixed set of that size"))
+    p.add_argument("--val_size", type=positive_int, help=h("val_size", "use the first N validation records"))
+    p.add_argument("--nodes", type=int, nargs=2, help=h("nodes", "generated ProsQA graph sizes (min max)"))
+    p.add_argument("--path", type=int, nargs=2, help=h("path", "generated ProsQA path lengths (min max)"))
+    p.add_argument("--max_new_tokens", type=positive_int, help=h("max_new_tokens"))
+    p.add_argument("--out_dir", help="default out/<dataset>-<method>-c<c>")
     p.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=h("seed"))
     p.add_argument("--stop_after_epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
     return p.parse_args(argv)
 
 
 def resolve(args, device):
-    """Fill unset flags: the paper's recipe, or the laptop recipe when the model is the tiny one. Returns the
-    notes to show once every flag has been checked."""
+    """Fill unset flags from the run's recipe (run.recipe: the paper's, or the laptop's when the model is the
+    tiny one on generated ProsQA). Returns the notes to show once every flag has been checked."""
     notes = []
-    if args.dataset not in tasks.DATASETS:
-        fail(f"--dataset {args.dataset!r}: expected one of {', '.join(tasks.DATASETS)}")
-    if args.method not in data.METHODS:
-        fail(f"--method {args.method!r}: expected one of {', '.join(data.METHODS)}")
     if args.model == "auto":
         if device == "cpu":
             args.model = "tiny"
@@ -112,19 +124,12 @@ def resolve(args, device):
     if args.model not in ("tiny", *weights.HF_REPOS) and not os.path.isdir(args.model):
         fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(weights.HF_REPOS)} or a Hugging Face folder")
     laptop = args.model == "tiny" and args.dataset == "prosqa" and args.data_dir is None
-    recipe = dict(PAPER[args.dataset], lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, init_std=0.02,
-                  uniform_prob=0.0, batch_size=128,
-                  micro_batch=32 if device != "cpu" else 8)
-    if laptop:
-        recipe.update(LAPTOP)
-    for k, v in recipe.items():
+    for k, v in recipe(args.dataset, laptop, device).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
     if args.vocab == "auto":
         args.vocab = "words" if args.model == "tiny" and args.dataset != "gsm8k" else "gpt2"
     args.generated_data = laptop
-    if args.stream is None:
-        args.stream = int(laptop)
     if laptop:
         args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
@@ -141,30 +146,14 @@ def resolve(args, device):
 
 
 def check_args(args, world):
-    """Every flag, before any work: one line naming the flag, its value, and what is allowed."""
-    for flag in ("c", "num_epochs", "batch_size", "micro_batch", "max_new_tokens", "icot_tokens_per_stage",
-                 "n_layer", "n_embd", "n_head", "train_size", "val_size"):
-        value = getattr(args, flag)
-        need(value is None or value >= 1, f"--{flag}", value, "must be at least 1")
-    per_stage = args.epochs_per_stage
-    need(all(e >= 1 for e in per_stage), "--epochs_per_stage", " ".join(map(str, per_stage)),
-         "each stage lasts at least 1 epoch")
-    need(args.max_latent_stage >= 0, "--max_latent_stage", args.max_latent_stage, "must be 0 or more")
-    need(0 <= args.uniform_prob <= 1, "--uniform_prob", args.uniform_prob, "a probability, from 0 to 1")
-    need(args.lr > 0, "--lr", args.lr, "must be greater than 0")
-    need(0 <= args.min_lr <= args.lr, "--min_lr", args.min_lr, f"must be from 0 to --lr ({args.lr})")
-    need(args.warmup_steps >= 0, "--warmup_steps", args.warmup_steps, "must be 0 or more")
-    need(args.weight_decay >= 0, "--weight_decay", args.weight_decay, "must be 0 or more")
-    need(args.init_std > 0, "--init_std", args.init_std, "must be greater than 0")
-    need(args.grad_clip >= 0, "--grad_clip", args.grad_clip, "must be 0 (off) or more")
-    for flag in ("pad_latent_to_max", "bf16", "bucket", "compile", "stream"):
-        need(getattr(args, flag) in (0, 1), f"--{flag}", getattr(args, flag), "0 or 1")
+    """The rules between flags (argparse has checked each flag alone), before any work: one line each."""
+    need(args.min_lr <= args.lr, "--min_lr", args.min_lr, f"must be from 0 to --lr ({args.lr})")
     need(args.n_embd % args.n_head == 0, "--n_head", args.n_head, f"must divide --n_embd {args.n_embd}")
     need(args.batch_size % (args.micro_batch * world) == 0, "--batch_size", args.batch_size,
          f"is not a multiple of --micro_batch {args.micro_batch}" + (f" x {world} processes" if world > 1 else ""))
     need(0 <= args.start_epoch < args.num_epochs, "--start_epoch", args.start_epoch,
          f"must be from 0 to --num_epochs - 1 ({args.num_epochs - 1})")
-    thoughts = args.max_latent_stage * args.c
+    thoughts = args.max_latent_stage * args.c  # every GPT-2 release and the tiny model have a context of 1024
     need(thoughts < TINY["block_size"], "--max_latent_stage", args.max_latent_stage,
          f"{thoughts} thoughts (x --c {args.c}) do not fit a context of {TINY['block_size']}")
     feedback = [m for m, row in data.METHODS.items() if row.slots == "thoughts"]
@@ -180,11 +169,11 @@ def check_args(args, world):
         except data.DataError as e:
             fail(str(e))
     need(not os.path.isfile(args.out_dir), "--out_dir", args.out_dir, "is a file, not a folder")
-    if not args.resume and os.path.exists(os.path.join(args.out_dir, "last.pt")):
-        fail(f"{args.out_dir} already holds a run ({os.path.join(args.out_dir, 'last.pt')}); pass --resume to "
-             "continue it, or --out_dir for a new one")
-    if args.resume and not os.path.exists(os.path.join(args.out_dir, "last.pt")):
-        fail(f"--resume: {os.path.join(args.out_dir, 'last.pt')} does not exist")
+    last = os.path.join(args.out_dir, "last.pt")
+    if not args.resume and os.path.exists(last):
+        fail(f"{args.out_dir} already holds a run ({last}); pass --resume to continue it, or --out_dir for a new one")
+    if args.resume and not os.path.exists(last):
+        fail(f"--resume: {last} does not exist")
 
 
 def stage_for_epoch(epoch, args):
@@ -197,14 +186,13 @@ def stage_for_epoch(epoch, args):
     if stages == "epoch":  # iCoT: one removal step per epoch
         return epoch
     if stages == "last":  # w/o curriculum: the final stage from the start
-        return args.max_latent_stage + 1
-    per_stage = args.epochs_per_stage
+        return data.final_stage(args.max_latent_stage)
     end = 0
-    for stage in range(args.max_latent_stage + 1):
-        end += per_stage[min(stage, len(per_stage) - 1)]
+    for stage in range(data.final_stage(args.max_latent_stage)):
+        end += args.epochs_per_stage[min(stage, len(args.epochs_per_stage) - 1)]
         if epoch < end:
             return stage
-    return args.max_latent_stage + 1
+    return data.final_stage(args.max_latent_stage)
     # --- end of exercise 5 ---
 
 
@@ -231,8 +219,7 @@ def load_splits(args, log):
         held_out = {s: data.load_records(p, graph=True) for s, p in paths.items()}
         texts = tasks.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs
                                                    for t in data.record_texts(r)]
-        train = None if args.stream else tasks.prosqa_epoch(args.seed, 0, args.train_size, tuple(args.nodes),
-                                                           tuple(args.path), set())
+        train = None if args.stream else epoch_records(args, 0, set())
         sources = {"train": "the generated training stream", "valid": paths["valid"]}
         return Splits(train, held_out["valid"][: args.val_size], texts, sources)
     paths = tasks.ensure_dataset(args.dataset, args.data_dir, notice=log)
@@ -260,33 +247,18 @@ def check_lengths(named_samples, stages, args, tok, block_size):
              f"model's context of {block_size}" + (f"; {more} more records too" if more else ""))
 
 
-Splits = namedtuple("Splits", ["train", "valid", "texts", "sources"])
+def epoch_records(args, epoch, seen):
+    """Generated ProsQA-mini: epoch `epoch`'s training questions, none of `seen` (their keys join it)."""
+    return tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
 
 
 def stream_samples(args, epoch, tok, seen):
     """--stream 1: epoch `epoch`'s fresh training questions, tokenized (their keys join `seen`)."""
-    records = tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
-    return [data.tokenize_record(tok, r) for r in records]
+    return [data.tokenize_record(tok, r) for r in epoch_records(args, epoch, seen)]
 
 
-def write_metrics(history, path):
-    """metrics.jsonl, one line per epoch, rewritten whole from the history the checkpoint carries."""
-    data.write_atomic(path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in history).encode("utf-8")))
-
-
-def resumed_metrics(ckpt, path):
-    """The metrics of the epochs a checkpoint holds: its own history, or (a checkpoint written before it carried
-    one) the file's lines up to its epoch, each epoch once."""
-    if "metrics" in ckpt:
-        return list(ckpt["metrics"])
-    lines = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    m = json.loads(line)
-                    lines[m["epoch"]] = m
-    return [lines[e] for e in sorted(lines) if e <= ckpt["epoch"] + 1]
+Splits = namedtuple("Splits", ["train", "valid", "texts", "sources"])
+RunFiles = namedtuple("RunFiles", ["last", "best", "metrics"])
 
 
 def interrupted(epoch, saved_epoch, last_path):
@@ -314,46 +286,6 @@ def micro_batches(batches, examples, args, world, rank, tok):
                for k in range(0, len(step), args.micro_batch) if step[k:k + args.micro_batch]]
 
 
-def build_examples(samples, stage, args, tok, rng=None):
-    """Training examples at `stage` of the run's curriculum (data.Curriculum of its flags)."""
-    cur = data.curriculum_of(vars(args))
-    return [data.build_example(s, stage, cur, rng, tok.special) for s in samples]
-
-
-@torch.no_grad()
-def evaluate(coconut, tok, valid_records, valid_tok, stage, args, device, world=1, rank=0):
-    """Validation loss and generation accuracy at `stage`, sharded over ranks and summed; on ProsQA the
-    accuracy also split by the one-hop shortcut (run.accuracies)."""
-    coconut.eval()
-    meta = checkpoint_meta(args)
-    loss_sum, loss_n, new_tokens, correct = 0.0, 0, 0, []
-    idx = list(range(rank, len(valid_tok), world))
-    bs = args.micro_batch
-    for i in range(0, len(idx), bs):
-        chunk = idx[i:i + bs]
-        examples = build_examples([valid_tok[j] for j in chunk], stage, args, tok)
-        batch = {k: v.to(device) for k, v in data.collate(examples, tok.eos_id, tok.special.latent).items()}
-        with autocast(device, args.bf16):
-            out = coconut(**batch, return_logits=False)
-        scored = int((batch["labels"][:, 1:] != -100).sum())
-        loss_sum += float(out.loss) * scored
-        loss_n += scored
-        texts, _ = generate_texts(coconut, tok, [valid_tok[j] for j in chunk], stage, meta, device,
-                                  args.max_new_tokens, bf16=args.bf16)
-        for (text, n_new), j in zip(texts, chunk):
-            correct.append(is_correct(text, valid_records[j]["answer"]))
-            new_tokens += n_new
-    counts = accuracy_counts([valid_records[j] for j in idx], correct)
-    totals = torch.tensor([loss_sum, loss_n, new_tokens, *counts.values()], dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(totals)
-    loss_sum, loss_n, new_tokens, *summed = totals.tolist()
-    acc = accuracies(dict(zip(counts, map(int, summed))))
-    return {"val_loss": loss_sum / max(loss_n, 1), "val_new_tokens": new_tokens / max(acc["n"], 1),
-            **{("val_acc" + k[len("accuracy"):]) if k.startswith("accuracy") else "val_" + k: v
-               for k, v in acc.items()}}
-
-
 def start_processes(args):
     """(ddp, rank, world, device): one process, or one of torchrun's (DDP)."""
     if "RANK" not in os.environ:
@@ -365,98 +297,110 @@ def start_processes(args):
     return True, dist.get_rank(), dist.get_world_size(), device
 
 
-def setup(args, device, world, rank, log):
-    """Every input read and checked before anything is written to the run folder; then the folder. Returns the
-    run's state: the model, vocabulary, data, stage of each epoch, and where a resumed run stands."""
-    r = SimpleNamespace(last_path=os.path.join(args.out_dir, "last.pt"),
-                        best_path=os.path.join(args.out_dir, "best.pt"),
-                        metrics_path=os.path.join(args.out_dir, "metrics.jsonl"))
-    resumed = load_checkpoint(r.last_path) if args.resume else None
+def run_files(out_dir):
+    return RunFiles(*(os.path.join(out_dir, name) for name in ("last.pt", "best.pt", "metrics.jsonl")))
+
+
+def checkpoints(args, files):
+    """The run's own checkpoint (--resume) and --init_from's, or None."""
+    resumed = load_checkpoint(files.last) if args.resume else None
     init = load_checkpoint(args.init_from) if args.init_from else None
     if resumed and resumed["meta"]["method"] != args.method:
-        fail(f"--resume: {r.last_path} was trained with --method {resumed['meta']['method']}, not {args.method}")
-    splits = load_splits(args, log)
-    r.train_records, r.valid_records = splits.train, splits.valid
-    inherited = resumed or init  # a checkpoint's rows mean its vocabulary's pieces: keep them
-    if inherited:
-        r.tok = data.Tokenizer.from_state(inherited["vocab"])
-        if r.tok.kind != args.vocab:
-            fail(f"--vocab {args.vocab}: {inherited['path']} was trained with --vocab {r.tok.kind}")
-    else:
-        r.tok = data.Tokenizer.build(args.vocab, splits.texts)
-    r.valid_tok = [data.tokenize_record(r.tok, rec) for rec in r.valid_records]
-    r.coconut = build_model(args, r.tok, device)
+        fail(f"--resume: {files.last} was trained with --method {resumed['meta']['method']}, not {args.method}")
+    if resumed and "metrics" not in resumed:
+        fail(f"--resume: {files.last} predates the metrics history checkpoints carry; evaluate it, or start anew")
+    return resumed, init
+
+
+def vocabulary(args, texts, inherited):
+    """The run's vocabulary: a checkpoint's own (its rows mean its pieces), or one built from the data."""
+    if not inherited:
+        return data.Tokenizer.build(args.vocab, texts)
+    tok = data.Tokenizer.from_state(inherited["vocab"])
+    if tok.kind != args.vocab:
+        fail(f"--vocab {args.vocab}: {inherited['path']} was trained with --vocab {tok.kind}")
+    return tok
+
+
+def model_for(args, tok, device, init, resumed):
+    """The run's model: new, then --init_from's weights, then (--resume) the run's own."""
+    coconut = build_model(args, tok, device)
     if init:
-        if init["model_config"]["vocab_size"] != r.coconut.model.config.vocab_size:
-            fail(f"--init_from {init['path']}: vocabulary of {init['model_config']['vocab_size']} rows, this "
-                 f"model has {r.coconut.model.config.vocab_size}")
-        load_weights(r.coconut, init)
+        if init["model_config"]["vocab_size"] != coconut.model.config.vocab_size:
+            fail(f"--init_from {init['path']}: vocabulary of {init['model_config']['vocab_size']} rows, this model "
+                 f"has {coconut.model.config.vocab_size}")
+        load_weights(coconut, init)
     if resumed:
-        load_weights(r.coconut, resumed)
+        load_weights(coconut, resumed)
     if args.compile:  # compiles the forward in place: parameters, state_dict and the thought loop are unchanged
-        r.coconut.model.compile(dynamic=True)
-    r.start_epoch, r.best_acc, r.saved_epoch = args.start_epoch, -1.0, None
-    r.optimizer_stage, r.optimizer_state = None, None
-    if resumed:
-        r.start_epoch, r.best_acc, r.saved_epoch = resumed["epoch"] + 1, resumed["best_acc"], resumed["epoch"]
-        r.optimizer_stage, r.optimizer_state = resumed["stage"], resumed["optimizer"]
-    # --stream 1: the keys of every question of epochs 0..e-1 (regenerated on resume), so epoch e repeats none
-    r.seen = set()
-    if r.train_records is None:
-        for epoch in range(r.start_epoch):
-            tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), r.seen)
-        r.train_tok = stream_samples(args, r.start_epoch, r.tok, r.seen)  # the first epoch's, checked below
-    else:
-        r.train_tok = [data.tokenize_record(r.tok, rec) for rec in r.train_records]
-    r.stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
-    check_lengths([(splits.sources["train"], r.train_tok), (splits.sources["valid"], r.valid_tok)], r.stages, args,
-                  r.tok, r.coconut.model.config.block_size)
-    # The checkpoint is the commit point: it carries every epoch's metrics line, and metrics.jsonl is rewritten
-    # from it, so after a kill at any moment the file holds each epoch up to the checkpoint's exactly once.
-    r.history = resumed_metrics(resumed, r.metrics_path) if resumed else []
-    if rank == 0:
-        if os.path.isdir(args.out_dir):  # what a killed save left behind (data.write_atomic's temporary files)
-            for name in os.listdir(args.out_dir):
-                if name.endswith(".tmp"):
-                    os.remove(os.path.join(args.out_dir, name))
-        data.write_json_atomic(vars(args), os.path.join(args.out_dir, "config.json"), indent=1)
-        write_metrics(r.history, r.metrics_path)
-        log("config: " + " ".join(f"{k}={v}" for k, v in vars(args).items()))
-        log(f"device {device}{' bf16' if device.startswith('cuda') and args.bf16 else ''}, {world} process(es), "
-            f"{r.coconut.model.num_params() / 1e6:.2f}M parameters, {r.tok.kind} vocabulary of {r.tok.vocab_size} "
-            f"rows, {len(r.train_tok)} {'fresh ' if r.train_records is None else ''}train samples per epoch / "
-            f"{len(r.valid_tok)} valid samples")
-    return r
+        coconut.model.compile(dynamic=True)
+    return coconut
 
 
-def optimizer_for_stage(optimizer, stage, r, args):
-    """The optimizer for an epoch of `stage`: the one in use while the stage goes on, a fresh AdamW (no moment
-    estimates) when the stage changes (§3: the optimizer state is reset at each stage switch). A run resumed
-    mid-stage continues with the saved state (r.optimizer_state, of stage r.optimizer_stage); r.optimizer_stage
-    records the stage of the optimizer returned."""
+def first_samples(args, splits, tok, start_epoch):
+    """The tokenized training samples of the first epoch to train, and (--stream 1) the keys of every question
+    of the epochs before it, regenerated on resume, so that no later epoch repeats one (None: a fixed set)."""
+    if splits.train is not None:
+        return [data.tokenize_record(tok, r) for r in splits.train], None
+    seen = set()
+    for epoch in range(start_epoch):
+        epoch_records(args, epoch, seen)
+    return stream_samples(args, start_epoch, tok, seen), seen
+
+
+def write_metrics(history, path):
+    """metrics.jsonl, one line per epoch, rewritten whole from the history the checkpoint carries."""
+    data.write_atomic(path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in history).encode("utf-8")))
+
+
+def start_run_folder(args, files, history):
+    """Rank 0, once every input has passed: clean what a killed save left (data.write_atomic's temporary files),
+    write config.json, and metrics.jsonl from the checkpoint's history. The checkpoint is the commit point: it
+    carries every epoch's metrics line, so after a kill at any moment the file holds each epoch once."""
+    if os.path.isdir(args.out_dir):
+        for name in os.listdir(args.out_dir):
+            if name.endswith(".tmp"):
+                os.remove(os.path.join(args.out_dir, name))
+    data.write_json_atomic(vars(args), os.path.join(args.out_dir, "config.json"), indent=1)
+    write_metrics(history, files.metrics)
+
+
+def optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args):
+    """The optimizer for an epoch of `stage`, given the one in use (None before the first epoch) and the stage it
+    was made for: the same one while the stage goes on (a run resumed mid-stage passes the one it loaded, with
+    its moments), a fresh AdamW with no moment estimates when the stage changes (§3: the optimizer state is
+    reset at each stage switch)."""
     # --- exercise 6: the optimizer reset ---
-    if optimizer is None or stage != r.optimizer_stage:
-        optimizer = torch.optim.AdamW(r.coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        if r.optimizer_state is not None and stage == r.optimizer_stage:
-            optimizer.load_state_dict(r.optimizer_state)
-        r.optimizer_state, r.optimizer_stage = None, stage
+    if optimizer is None or stage != optimizer_stage:
+        return torch.optim.AdamW(coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     return optimizer
     # --- end of exercise 6 ---
 
 
-def train_epoch(r, model, optimizer, epoch, args, ddp, world, rank, device):
-    """One pass over the epoch's training examples at its stage; returns the mean training loss."""
+def resumed_optimizer(resumed, coconut, args):
+    """(optimizer, the stage it was made for): a resumed run's, with its saved moments (optimizer_for_stage keeps
+    it while that stage goes on), or (None, None)."""
+    if not resumed:
+        return None, None
+    optimizer = optimizer_for_stage(None, resumed["stage"], None, coconut, args)
+    optimizer.load_state_dict(resumed["optimizer"])
+    return optimizer, resumed["stage"]
+
+
+def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world, rank, device):
+    """One pass over the epoch's training samples at its stage; returns the mean training loss. `model` is the
+    Coconut (or its DDP wrapper) whose parameters `optimizer` steps."""
     from tqdm import tqdm
-    stage = r.stages[epoch]
+    stage = stages[epoch]
     # Everything random in an epoch derives from (seed, epoch): resuming needs no saved RNG state.
     rng = random.Random(args.seed * 100003 + epoch)
-    examples = build_examples(r.train_tok, stage, args, r.tok, rng)
-    batches = data.example_batches(examples, args.batch_size, args.bucket, rng, r.tok.special.latent)
+    examples = build_examples(samples, stage, args, tok, rng)
+    batches = data.example_batches(examples, args.batch_size, args.bucket, rng, tok.special.latent)
     # the schedule restarts with each stage's optimizer; its step count follows from the epoch
-    steps_in_stage = r.stages.count(stage) * len(batches)
-    step = (epoch - r.stages.index(stage)) * len(batches)
-    r.coconut.train()
-    bar = tqdm(micro_batches(batches, examples, args, world, rank, r.tok), total=len(batches), disable=rank != 0,
+    steps_in_stage = stages.count(stage) * len(batches)
+    step = (epoch - stages.index(stage)) * len(batches)
+    model.train()
+    bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches), disable=rank != 0,
                desc=f"epoch {epoch + 1}/{args.num_epochs} stage {stage}", leave=False)
     t0, tokens, loss_sum = time.time(), 0, 0.0
     for micro in bar:
@@ -473,7 +417,7 @@ def train_epoch(r, model, optimizer, epoch, args, ddp, world, rank, device):
             loss_sum += float(out.loss.detach()) / len(micro)
             tokens += int(batch["attention_mask"].sum())
         if args.grad_clip:
-            torch.nn.utils.clip_grad_norm_(r.coconut.parameters(), args.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -483,23 +427,21 @@ def train_epoch(r, model, optimizer, epoch, args, ddp, world, rank, device):
     return loss_sum / len(batches)
 
 
-def save_epoch(r, optimizer, epoch, m, args, log):
+def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, files, args, log):
     """Log the epoch, write best.pt (the best validation accuracy at the final stage) and last.pt, then
     metrics.jsonl from the history last.pt carries. Rank 0 only."""
-    stage, final_stage = r.stages[epoch], r.stages[-1]
+    m, stage = history[-1], stages[epoch]
     log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {m['train_loss']:.4f} | val loss {m['val_loss']:.4f} | "
         f"val acc {split_text(m, 'val_acc', 'val_n')} | new tokens {m['val_new_tokens']:.1f} | questions seen "
         f"{m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | {m['seconds']:.0f}s")
-    best = stage == final_stage and m["val_acc"] > r.best_acc  # best among epochs evaluated as at the end
-    state = checkpoint_state(r.coconut, r.tok, args, epoch, stage, optimizer, r.history,
-                             m["val_acc"] if best else r.best_acc)
+    best = stage == stages[-1] and m["val_acc"] > best_acc  # best among epochs evaluated as at the end
+    state = checkpoint_state(coconut, tok, args, epoch, stage, optimizer, history, m["val_acc"] if best else best_acc)
     if best:
-        save_checkpoint(state, r.best_path)
+        save_checkpoint(state, files.best)
         fault_point("after-best", epoch)
-    save_checkpoint(state, r.last_path)
-    r.saved_epoch = epoch
+    save_checkpoint(state, files.last)
     fault_point("after-checkpoint", epoch)
-    write_metrics(r.history, r.metrics_path)
+    write_metrics(history, files.metrics)
 
 
 def main(argv=None):
@@ -511,46 +453,64 @@ def main(argv=None):
     check_args(args, world)
     for note in notes:  # once every flag has passed
         log(note)
-    r = setup(args, device, world, rank, log)
-    model = torch.nn.parallel.DistributedDataParallel(r.coconut) if ddp else r.coconut
-    optimizer, epoch = None, r.start_epoch
+    files = run_files(args.out_dir)
+    resumed, init = checkpoints(args, files)
+    splits = load_splits(args, log)
+    tok = vocabulary(args, splits.texts, resumed or init)
+    valid_tok = [data.tokenize_record(tok, r) for r in splits.valid]
+    coconut = model_for(args, tok, device, init, resumed)
+    start_epoch = resumed["epoch"] + 1 if resumed else args.start_epoch
+    train_tok, seen = first_samples(args, splits, tok, start_epoch)
+    stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
+    check_lengths([(splits.sources["train"], train_tok), (splits.sources["valid"], valid_tok)], stages, args, tok,
+                  coconut.model.config.block_size)
+    history = list(resumed["metrics"]) if resumed else []
+    if rank == 0:
+        start_run_folder(args, files, history)
+        log("config: " + " ".join(f"{k}={v}" for k, v in vars(args).items()))
+        log(f"device {device}{' bf16' if device.startswith('cuda') and args.bf16 else ''}, {world} process(es), "
+            f"{coconut.model.num_params() / 1e6:.2f}M parameters, {tok.kind} vocabulary of {tok.vocab_size} rows, "
+            f"{len(train_tok)} {'fresh ' if seen is not None else ''}train samples per epoch / {len(valid_tok)} "
+            "valid samples")
+    model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
+    optimizer, optimizer_stage = resumed_optimizer(resumed, coconut, args)
+    best_acc, saved_epoch = (resumed["best_acc"], resumed["epoch"]) if resumed else (-1.0, None)
+    epoch = start_epoch
     try:
-        for epoch in range(r.start_epoch, args.num_epochs):
-            stage = r.stages[epoch]
-            optimizer = optimizer_for_stage(optimizer, stage, r, args)  # a fresh AdamW at each new stage (§3)
-            t0 = time.time()
-            if r.train_records is None and epoch > r.start_epoch:
-                r.train_tok = stream_samples(args, epoch, r.tok, r.seen)
+        for epoch in range(start_epoch, args.num_epochs):
+            stage = stages[epoch]
+            optimizer = optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args)  # fresh at a new stage
+            optimizer_stage, t0 = stage, time.time()
+            if seen is not None and epoch > start_epoch:
+                train_tok = stream_samples(args, epoch, tok, seen)
             data_seconds = time.time() - t0
-            train_loss = train_epoch(r, model, optimizer, epoch, args, ddp, world, rank, device)
+            train_loss = train_epoch(model, optimizer, train_tok, tok, stages, epoch, args, ddp, world, rank, device)
             trained = epoch + 1 - args.start_epoch  # epochs this run (and the runs it resumes) trained
-            m = {"epoch": epoch + 1, "stage": stage, "train_loss": train_loss,
-                 **evaluate(r.coconut, r.tok, r.valid_records, r.valid_tok, stage, args, device, world, rank),
-                 "questions_seen": trained * len(r.train_tok),
-                 "distinct_questions": (trained if r.train_records is None else 1) * len(r.train_tok),
-                 "seconds": time.time() - t0, "data_seconds": data_seconds, "wall": time.time() - t_start}
-            r.history.append(m)
+            history.append({"epoch": epoch + 1, "stage": stage, "train_loss": train_loss,
+                            **evaluate(coconut, tok, splits.valid, valid_tok, stage, args, device, world, rank),
+                            "questions_seen": trained * len(train_tok),
+                            "distinct_questions": (trained if seen is not None else 1) * len(train_tok),
+                            "seconds": time.time() - t0, "data_seconds": data_seconds, "wall": time.time() - t_start})
             if rank == 0:
-                save_epoch(r, optimizer, epoch, m, args, log)
-            if stage == r.stages[-1]:
-                r.best_acc = max(r.best_acc, m["val_acc"])
+                save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, files, args, log)
+                saved_epoch = epoch
+            if stage == stages[-1]:
+                best_acc = max(best_acc, history[-1]["val_acc"])
             if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
                 break
     except KeyboardInterrupt:
         if rank == 0:
-            interrupted(epoch, r.saved_epoch, r.last_path)
+            interrupted(epoch, saved_epoch, files.last)
         raise SystemExit(130)
     if ddp:
         dist.barrier()  # rank 0 may still be saving; tearing gloo down under it aborts the other rank
         dist.destroy_process_group()
-    return r.best_acc
+    return best_acc
 
 
 if __name__ == "__main__":
     try:
-        main()
-    except data.DataError as e:
-        fail(str(e))
+        data.run_command(main)
     except KeyboardInterrupt:  # before the first epoch (main reports one inside the loop itself)
         print("interrupted before training began: nothing was saved", file=sys.stderr)
         sys.exit(130)

@@ -1,18 +1,18 @@
 """Released files: GPT-2's weights in the Hugging Face layout, read without `transformers` or `safetensors`.
 
 Coconut starts from a pretrained GPT-2 (paper §4.2). `from_pretrained` builds model.py's GPT from a Hugging Face
-folder (config.json plus model.safetensors or pytorch_model.bin) or from the named release, downloaded once.
-The plain download with a progress bar here is also what tasks.py fetches the pinned datasets with.
+folder (config.json plus model.safetensors or pytorch_model.bin) or from the named release, downloaded once
+(data.download, which tasks.py fetches the pinned datasets with too).
 """
 
 import json
 import os
 import struct
 import sys
-import urllib.request
 
 import torch
 
+from data import download
 from model import GPT, GPTConfig
 
 HF_REPOS = {n: f"openai-community/{n}" for n in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
@@ -41,21 +41,6 @@ def read_safetensors(path):
             t = t.view(torch.uint8).view(-1, t.element_size()).flip(1).reshape(-1).view(dtype)
         out[name] = t.reshape(info["shape"])
     return out
-
-
-def write_safetensors(state, path):
-    """The inverse of read_safetensors (tests write checkpoints in the Hugging Face layout with it)."""
-    names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
-    header, chunks, offset = {}, [], 0
-    for name, t in state.items():
-        raw = t.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob + b"".join(chunks))
 
 
 def default_cache_dir():
@@ -146,22 +131,3 @@ def load_hf_state_dict(model, state, source="checkpoint"):
     with torch.no_grad():
         for k, v in theirs.items():
             ours[k].copy_(v)
-
-
-def download(url, path):
-    """Download to path + '.part' with a progress bar, then rename: a broken download leaves no file."""
-    from tqdm import tqdm
-    tmp = path + ".part"
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(path)) as bar:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise ConnectionError(f"could not download {url}: {e}") from e
-    return path

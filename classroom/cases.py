@@ -51,7 +51,7 @@ def aligned_batch(rows):
 
 
 def thought_rows(rng, max_rows=4):
-    """Random rows: a question, then (or not) <bot>, 0-3 thoughts and <eot>, then a tail."""
+    """Random rows: a question, then (or not) <|start-latent|>, 0-3 thoughts and <|end-latent|>, then a tail."""
     rows = []
     for _ in range(rng.randint(1, max_rows)):
         q = [rng.randrange(60) for _ in range(rng.randint(1, 8))]
@@ -119,28 +119,29 @@ def case_stage_for_epoch(rng):
 
 
 def case_optimizer_for_stage(rng):
-    """A run's epochs at random stages (never decreasing), resumed once from its saved optimizer: for each
-    epoch, whether a new optimizer was made and how many steps its moments have seen."""
+    """A run's epochs at random stages (never decreasing), resumed once from its saved optimizer state as
+    train.py resumes: for each epoch, whether a new optimizer was made and how many steps its moments saw."""
     import train
     stages = sorted(rng.randint(0, 4) for _ in range(rng.randint(2, 8)))
     resume_at = rng.randint(1, len(stages) - 1)
 
     def run():
         torch.manual_seed(0)
-        r = SimpleNamespace(coconut=torch.nn.Linear(3, 2), optimizer_state=None, optimizer_stage=None)
-        args = SimpleNamespace(lr=1e-3, weight_decay=0.01)
-        optimizer, trace = None, []
+        model, args = torch.nn.Linear(3, 2), SimpleNamespace(lr=1e-3, weight_decay=0.01)
+        optimizer, optimizer_stage, trace = None, None, []
         for epoch, stage in enumerate(stages):
-            if epoch == resume_at:  # a new process: the checkpoint's optimizer state, nothing in memory
-                r.optimizer_state = optimizer.state_dict()
-                r.optimizer_stage, optimizer = stages[epoch - 1], None
+            if epoch == resume_at:  # a new process: a fresh AdamW holding the checkpoint's state
+                saved = optimizer.state_dict()
+                optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+                optimizer.load_state_dict(saved)
             before = optimizer
-            optimizer = train.optimizer_for_stage(optimizer, stage, r, args)
-            r.coconut(torch.ones(3)).sum().backward()
+            optimizer = train.optimizer_for_stage(optimizer, stage, optimizer_stage, model, args)
+            optimizer_stage = stage
+            model(torch.ones(3)).sum().backward()
             optimizer.step()
             optimizer.zero_grad()
             steps = [float(s["step"]) for s in optimizer.state_dict()["state"].values()]
-            trace.append([optimizer is not before and before is not None, steps])
+            trace.append([optimizer is not before, steps])
         return trace
     return run
 

@@ -27,7 +27,7 @@ MISTAKES = {
         "data.py", 'batch["position_ids"].append([0] * l + list(range(n)) + [0] * r)',
         'batch["position_ids"].append(list(range(width)))'),
     "an optimizer never reset at a stage change (6)": (
-        "train.py", "if optimizer is None or stage != r.optimizer_stage:", "if optimizer is None:"),
+        "train.py", "if optimizer is None or stage != optimizer_stage:", "if optimizer is None:"),
     "decoding at the batch's next column, not the row's next position (4)": (
         "coconut.py", "next_pos = position_ids[rows, last] + 1", "next_pos = last + 1"),
     "a finished row writing on after eos (4)": (

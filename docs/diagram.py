@@ -2,7 +2,7 @@
 
     python docs/diagram.py            # writes docs/coconut.png
 
-Bottom row: the input sequence (question, <bot>, two thoughts, <eot>, the answer). Middle: the transformer,
+Bottom row: the input sequence (question, <|start-latent|>, two thoughts, <|end-latent|>, the answer). Middle: the transformer,
 one column per position. Top: the last hidden state after the final LayerNorm. A thought's input is the
 hidden state of the position before it (curved arrows), so the sequence runs as n+1 passes over the key/value
 cache (the shaded spans): the first up to the first thought, then one starting at each thought.
@@ -16,14 +16,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-TOKENS = ["Is", "Tom", "a", "…", "?", "<bot>", "thought 1", "thought 2", "<eot>", "###", "Tom", "is", "a", "…"]
+TOKENS = ["Is", "Tom", "a", "…", "?", "<|start-\nlatent|>", "thought 1", "thought 2", "<|end-\nlatent|>", "###", "Tom",
+          "is", "a", "…"]
 THOUGHTS = (6, 7)
 # A pass ends where a thought needs the hidden state it has just computed: 2 thoughts, 3 passes.
-PASSES = [(0, 6, "pass 1: the question and <bot>"), (6, 7, "pass 2: thought 1"),
-          (7, len(TOKENS), "pass 3: thought 2, <eot> and the answer (scored)")]
+PASSES = [(0, 6, "pass 1: the question and <|start-latent|>"), (6, 7, "pass 2: thought 1"),
+          (7, len(TOKENS), "pass 3: thought 2, <|end-latent|> and the answer (scored)")]
 
 
 def box(ax, x, y, text, color, width=0.84, height=0.5, fontsize=8):
+    fontsize = fontsize if "\n" not in text else 6.5
     ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
                                 facecolor=color, edgecolor="black", linewidth=0.6))
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)

@@ -239,7 +239,7 @@ def test_resume_of_another_method_is_refused(mini_dir, good_ckpt):
 @pytest.mark.parametrize("script,flags,line", [
     ("train.py", ["--epochs_per_stage", "0"], "error: --epochs_per_stage 0: each stage lasts at least 1 epoch"),
     ("eval.py", ["--ckpt", "missing.pt"], "error: missing.pt: no such checkpoint"),
-    ("data.py", ["prosqa", "--generate", "--train", "0"], "error: --train 0: a split holds at least 1 record"),
+    ("tasks.py", ["prosqa", "--generate", "--train", "0"], "error: --train 0: a split holds at least 1 record"),
 ])
 def test_a_user_sees_one_line_and_a_failing_exit_status(tmp_path, script, flags, line):
     done = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], cwd=tmp_path, capture_output=True,

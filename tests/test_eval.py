@@ -108,7 +108,7 @@ def test_a_probe_is_the_output_heads_softmax_of_the_fed_back_state(trained):
     q = len(sample["question"])
     with torch.no_grad():
         out = model.run_thoughts(torch.tensor([sample["question"] + [tok.special.start] + [tok.special.latent] * 2]))
-        expected = model.model.lm_head(out.hidden[0, q]).softmax(-1).max()  # thought 1 is the state at <bot>
+        expected = model.model.lm_head(out.hidden[0, q]).softmax(-1).max()  # thought 1 is the state at <|start-latent|>
     assert probes[0][0][1] == pytest.approx(float(expected), rel=1e-5)
 
 

@@ -2,13 +2,29 @@
 
 import json
 import os
+import struct
 
 import pytest
 import torch
 
 from conftest import tiny_gpt
 from model import GPT, GPTConfig, build_attn_mask
-from weights import from_pretrained, load_hf_state_dict, read_safetensors, write_safetensors
+from weights import SAFETENSORS_DTYPES, from_pretrained, load_hf_state_dict, read_safetensors
+
+
+def write_safetensors(state, path):
+    """The inverse of weights.read_safetensors: the tests write checkpoints in the Hugging Face layout."""
+    names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+    header, chunks, offset = {}, [], 0
+    for name, t in state.items():
+        raw = t.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob + b"".join(chunks))
 
 
 def test_token_ids_alone_give_logits_for_every_position():

@@ -187,7 +187,7 @@ def test_latent_stop_classifier_trains_saves_and_decodes(mini_dir, tmp_path):
     torch.testing.assert_close(model.stop_head.weight, ckpt["stop_head"]["weight"])
     samples = [data.tokenize_record(tok, r) for r in data.load_records(os.path.join(mini_dir, "prosqa_test.json"))]
     texts, passes = generate_texts(model, tok, samples, 2, ckpt["meta"], "cpu", 24)
-    # the classifier decides after <bot>, at most max_latent_stage (1) x c (1) thoughts at the final stage
+    # the classifier decides after <|start-latent|>, at most max_latent_stage (1) x c (1) thoughts at the final stage
     batch = data.collate([{"input_ids": s["question"] + [tok.special.start]} for s in samples], tok.eos_id,
                          tok.special.latent)
     gen, n_thoughts = model.generate_adaptive(**batch, max_thoughts=1, max_new_tokens=24)
