@@ -202,7 +202,7 @@ def example_batches(examples, batch_size, bucket, rng, latent_id):
 
 GPT2_INIT_ID = 16791  # "<<": the reference starts the three new rows as copies of it "to stabilise training"
 SPECIAL_NAMES = ("<|endoftext|>", "<|start-latent|>", "<|end-latent|>", "<|latent|>")
-VOCABS = ("gpt2", "bpe", "words")
+VOCABS = ("gpt2", "bpe", "words", "edges")
 # GPT-2's pre-tokenizer: the "words" its BPE never merges across (a leading space belongs to the word)
 WORD_PATTERN = re.compile(r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
 
@@ -221,6 +221,34 @@ def join_words(words):
             out.append(" ")
         out.append(w)
     return "".join(out)
+
+
+def compress_edges(words):
+    """ProsQA's statements in three words (--vocab edges, beyond the paper): "Every X is a Y." becomes
+    [Every, X, Y] and "X is a Y." becomes [X, is, Y], so that a question spends its tokens on names."""
+    out, i = [], 0
+    while i < len(words):
+        w = words[i:i + 6]
+        if len(w) == 6 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[5] == ".":
+            out, i = out + ["Every", w[1], w[4]], i + 6
+        elif len(w) >= 5 and w[0] != "Every" and w[1:3] == ["is", "a"] and w[4] == ".":
+            out, i = out + [w[0], "is", w[3]], i + 5
+        else:
+            out, i = out + [words[i]], i + 1
+    return out
+
+
+def expand_edges(words):
+    """The inverse of compress_edges (what a model writes in three words is read back as the statement)."""
+    out, i = [], 0
+    while i < len(words):
+        if i + 2 < len(words) and words[i] == "Every" and words[i + 1] not in ("is", "\n") and words[i + 2] != "\n":
+            out, i = out + ["Every", words[i + 1], "is", "a", words[i + 2], "."], i + 3
+        elif i + 2 < len(words) and words[i + 1] == "is" and words[i + 2] != "\n":
+            out, i = out + [words[i], "is", "a", words[i + 2], "."], i + 3
+        else:
+            out, i = out + [words[i]], i + 1
+    return out
 
 
 def gpt2_encoding():
@@ -245,6 +273,8 @@ class Tokenizer:
       "\n"): every name is one token, the same inside a question and at the start of a step, and a ProsQA-mini
       question 53 tokens instead of 81. Spaces are put back by rule (join_words); a text spaced otherwise
       (GSM8k's "<<4-2=2>>") cannot be represented, which building the vocabulary reports.
+    - "edges" (beyond the paper): the words, with ProsQA's statements in three of them (compress_edges): a
+      question in about half the tokens, the same information. Built only for text it reads back exactly.
     A compact vocabulary lists its pieces, then eos and the three Coconut tokens, in GPT-2's order. The
     model, the thought loop and the curriculum only see row ids; `state()` goes into checkpoints.
     """
@@ -253,7 +283,7 @@ class Tokenizer:
         if kind not in VOCABS:
             raise DataError(f"vocabulary {kind!r}: expected one of {', '.join(VOCABS)}")
         self.kind = kind
-        self.enc = gpt2_encoding() if kind != "words" else None
+        self.enc = gpt2_encoding() if kind in ("gpt2", "bpe") else None
         if kind == "gpt2":
             self.pieces, self.special = None, GPT2_SPECIAL
             self.vocab_size = GPT2_SPECIAL.latent + 1
@@ -275,9 +305,14 @@ class Tokenizer:
         split = [split_words(t) for t in texts]
         for t, words in zip(texts, split):
             if join_words(words) != t:
-                raise DataError(f"--vocab words: {t[:60]!r} is not spaced as words are rejoined (one space "
+                raise DataError(f"--vocab {kind}: {t[:60]!r} is not spaced as words are rejoined (one space "
                                 "before each word, none before punctuation); use --vocab bpe")
-        return cls("words", sorted({w for words in split for w in words}))
+            if kind == "edges" and join_words(expand_edges(compress_edges(words))) != t:
+                raise DataError(f"--vocab edges: {t[:60]!r} does not read back from three-word statements (only "
+                                "ProsQA's text does); use --vocab words")
+        if kind == "edges":
+            split = [compress_edges(words) for words in split]
+        return cls(kind, sorted({w for words in split for w in words}))
 
     @classmethod
     def from_state(cls, state):
@@ -301,6 +336,8 @@ class Tokenizer:
         if self.kind == "gpt2":
             return self.enc.encode_ordinary(text)
         units = self.enc.encode_ordinary(text) if self.kind == "bpe" else split_words(text)
+        if self.kind == "edges":
+            units = compress_edges(units)
         try:
             return [self.row_of[u] for u in units]
         except KeyError as e:
@@ -328,7 +365,8 @@ class Tokenizer:
             return self.enc.decode(rows)
         if self.kind == "bpe":
             return self.enc.decode([self.pieces[r] for r in rows])
-        return join_words([self.pieces[r] for r in rows])
+        words = [self.pieces[r] for r in rows]
+        return join_words(expand_edges(words) if self.kind == "edges" else words)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -96,6 +96,19 @@ def test_a_word_vocabulary_makes_every_name_one_token_and_is_small(prosqa):
     assert len(words.encode(question)) < 0.7 * len(full.encode(question))
 
 
+def test_the_edges_vocabulary_writes_a_statement_in_three_tokens_and_reads_it_back(generated):
+    texts = [t for r in generated for t in data.record_texts(r)]
+    words, edges = Tokenizer.build("words", texts), Tokenizer.build("edges", texts)
+    assert all(edges.decode(edges.encode(t)) == t for t in texts)
+    step = generated[0]["steps"][1]  # "Every X is a Y."
+    assert step.startswith("Every ") and len(edges.encode(step)) == 3 and len(words.encode(step)) == 6
+    assert len(edges.encode(generated[0]["steps"][0])) == 3  # "Tom is a X." as [Tom, is, X]
+    ratio = sum(len(edges.encode(t)) for t in texts) / sum(len(words.encode(t)) for t in texts)
+    assert 0.5 < ratio < 0.6  # the same questions in a little over half the tokens
+    with pytest.raises(DataError, match="--vocab edges: .* does not read back from three-word statements"):
+        Tokenizer.build("edges", ["Every vumpus is a brimpus. Max is not wooden.\n"])  # ProntoQA's text
+
+
 def test_words_are_one_token_with_or_without_their_space_and_unknown_ones_are_named():
     compact = Tokenizer.build("words", ["Tom is a wumpus.\n", "Every wumpus is a Tom?"])
     assert compact.pieces == ["\n", ".", "?", "Every", "Tom", "a", "is", "wumpus"]
