@@ -198,6 +198,25 @@ class Coconut(nn.Module):
         return Generation(tokens, lengths, n_passes), n_thoughts
 
 
+def frontier_loss(lm_head, inputs_embeds, input_ids, latent_id, hops, c):
+    """Beyond the paper (the frontier loss of Ber666/emergence-of-superposition's "Coconut-BFS"): the j-th thought
+    of a row (0-based; its input embedding, the final hidden state before it) is scored by the probability the
+    output head puts on the names of the nodes within j//c + 1 hops of the entity: -log of that summed
+    probability, averaged over every thought of the batch. hops[b]: row b's data.hop_tokens."""
+    is_thought = input_ids == latent_id  # (B, T)
+    rows, cols = torch.nonzero(is_thought, as_tuple=True)
+    if not len(rows):
+        return inputs_embeds.sum() * 0
+    first = is_thought.float().argmax(1)  # each row's first thought column
+    within = ((cols - first[rows]) // c).tolist()  # thought j reaches j//c + 1 hops: hops[:j//c + 1]
+    logits = lm_head(inputs_embeds[rows, cols])  # (P, V); in float32 at least (bf16 autocast)
+    logp = F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+    named = torch.zeros_like(logp, dtype=torch.bool)
+    for p, (b, k) in enumerate(zip(rows.tolist(), within)):
+        named[p, [t for hop in hops[b][:k + 1] for t in hop]] = True
+    return -logp.masked_fill(~named, float("-inf")).logsumexp(-1).mean()
+
+
 @torch.no_grad()
 def greedy_uncached(coconut, prompt, max_new_tokens):
     """The reference's decoding, kept as the definition that Coconut.generate is tested and benchmarked against:

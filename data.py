@@ -58,9 +58,25 @@ def record_texts(r):
 
 
 def tokenize_record(tok, r):
-    """The parts tokenized separately; concatenated they equal the whole text's tokens (checked in tests)."""
+    """The parts tokenized separately; concatenated they equal the whole text's tokens (checked in tests). A
+    ProsQA record (one with a graph) also gets its hop_tokens."""
     question, *steps, answer = (tok.encode(t) for t in record_texts(r))
-    return {"question": question, "steps": steps, "answer": answer + [tok.eos_id]}
+    sample = {"question": question, "steps": steps, "answer": answer + [tok.eos_id]}
+    if "edges" in r:
+        sample["hops"] = hop_tokens(tok, r)
+    return sample
+
+
+def hop_tokens(tok, r):
+    """For a ProsQA record, per distance k = 1, 2, ... from the entity, the tokens naming the nodes at that
+    distance (each name's first token): what a thought after k steps of a breadth-first search holds (§5.2),
+    and what the frontier loss (--frontier_loss, beyond the paper) scores it on."""
+    dist = bfs(children_of(r), r["root"])[0]
+    hops = [set() for _ in range(max(dist.values()))]
+    for node, d in dist.items():
+        if d:
+            hops[d - 1].add(tok.encode(" " + r["idx_to_symbol"][node])[0])
+    return [sorted(h) for h in hops]
 
 
 # The curriculum's settings, one record (§3): the method (a row of METHODS), c thoughts per step, the last latent

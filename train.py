@@ -25,6 +25,7 @@ import torch.distributed as dist
 import data
 import tasks
 import weights
+from coconut import frontier_loss
 from data import (ArgumentParser, fail, flag_type, need, nonnegative_float, nonnegative_int, one_of, positive_float,
                   positive_int, switch)
 from run import (DEFAULTS, LAPTOP_HELD_OUT, TINY, autocast, build_examples, build_model, checkpoint_state, evaluate,
@@ -58,6 +59,8 @@ def get_args(argv=None):
                    "after a fixed number of thoughts, or when a trained classifier says so"))
     p.add_argument("--icot_tokens_per_stage", type=positive_int, help=h("icot_tokens_per_stage", "--method icot: "
                                                                          "tokens removed per epoch"))
+    p.add_argument("--frontier_loss", type=nonnegative_float, help=h("frontier_loss", "beyond the paper: the weight "
+                   "of a loss scoring each thought on the names within its hops of the entity (ProsQA; 0: off)"))
     p.add_argument("--lr", type=positive_float, help=h("lr"))
     p.add_argument("--lr_schedule", choices=("constant", "cosine"), help=h("lr_schedule", "constant (the paper's), "
                    "or per stage: linear warmup, then cosine decay to --min_lr"))
@@ -159,6 +162,8 @@ def check_args(args, world):
     feedback = [m for m, row in data.METHODS.items() if row.slots == "thoughts"]
     need(args.latent_stop == "fixed" or args.method in feedback, "--latent_stop", args.latent_stop,
          f"only for --method {' or '.join(feedback)}, not {args.method}")
+    need(not args.frontier_loss or (args.method in feedback and args.dataset == "prosqa"), "--frontier_loss",
+         args.frontier_loss, f"scores thoughts on a graph: only for --dataset prosqa and --method {' or '.join(feedback)}")
     need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
          f"a pretrained model ({args.model}) keeps GPT-2's vocabulary: --vocab gpt2")
     need(args.generated_data or not args.stream, "--stream", args.stream,
@@ -274,7 +279,8 @@ def interrupted(epoch, saved_epoch, last_path):
 
 
 def micro_batches(batches, examples, args, world, rank, tok):
-    """Split each global batch into micro-batches; rank r takes its consecutive share.
+    """Split each global batch into micro-batches (each with its examples' indices); rank r takes its consecutive
+    share.
 
     One process with accumulation A*W sees the same micro-batches as W processes with accumulation A, so
     their averaged gradients agree.
@@ -282,8 +288,9 @@ def micro_batches(batches, examples, args, world, rank, tok):
     per_rank = args.batch_size // world
     for batch in batches:
         step = batch[rank * per_rank:(rank + 1) * per_rank]
-        yield [data.collate([examples[j] for j in step[k:k + args.micro_batch]], tok.eos_id, tok.special.latent)
-               for k in range(0, len(step), args.micro_batch) if step[k:k + args.micro_batch]]
+        chunks = [step[k:k + args.micro_batch] for k in range(0, len(step), args.micro_batch)]
+        yield [(data.collate([examples[j] for j in chunk], tok.eos_id, tok.special.latent), chunk)
+               for chunk in chunks if chunk]
 
 
 def start_processes(args):
@@ -407,13 +414,18 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
         lr = learning_rate(step, steps_in_stage, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        for k, batch in enumerate(micro):
+        for k, (batch, rows) in enumerate(micro):
             batch = {key: v.to(device) for key, v in batch.items()}
             sync = k == len(micro) - 1
             ctx = model.no_sync() if ddp and not sync else torch.enable_grad()
             with ctx, autocast(device, args.bf16):
                 out = model(**batch, return_logits=False)
-                (out.loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
+                loss = out.loss
+                if args.frontier_loss:
+                    loss = loss + args.frontier_loss * frontier_loss(
+                        (model.module if ddp else model).model.lm_head, out.inputs_embeds, batch["input_ids"],
+                        tok.special.latent, [samples[j]["hops"] for j in rows], args.c)
+                (loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
             loss_sum += float(out.loss.detach()) / len(micro)
             tokens += int(batch["attention_mask"].sum())
         if args.grad_clip:

@@ -61,6 +61,9 @@ def refused(call, args):
     (["--device", "tpu"], "error: --device tpu: expected cpu, cuda, cuda:N or mps"),
     (["--method", "cot", "--latent_stop", "classifier"],
      "error: --latent_stop classifier: only for --method coconut or no-curriculum, not cot"),
+    (["--method", "cot", "--frontier_loss", "1"],
+     "error: --frontier_loss 1.0: scores thoughts on a graph: only for --dataset prosqa and --method coconut or "
+     "no-curriculum"),
 ])
 def test_bad_train_flags_fail_with_one_line_and_write_nothing(mini_dir, tmp_path, flags, line):
     out = tmp_path / "run"

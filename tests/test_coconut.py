@@ -320,3 +320,26 @@ def test_the_compiled_model_equals_eager_in_loss_and_gradients(mixed_batch):
     out_compiled = Coconut(compiled, LATENT, START, END, EOS)(**batch, return_logits=False)
     torch.testing.assert_close(out_compiled.loss, out_eager.loss, rtol=1e-10, atol=1e-12)
     assert_same_gradients(compiled, out_compiled.loss, eager, out_eager.loss, rtol=1e-8, atol=1e-10)
+
+
+# --- the frontier loss (--frontier_loss, beyond the paper) ---------------------------------------------------
+
+def test_frontier_loss_scores_each_thought_on_the_names_within_its_hops():
+    """Thought j must name a node within j//c + 1 hops: -log of the summed probability of those names, averaged
+    over the thoughts of the batch."""
+    from coconut import frontier_loss
+    model = tiny_gpt(vocab_size=V, seed=6)
+    coconut = Coconut(model, LATENT, START, END, EOS)
+    batch = data.collate([{"input_ids": make_row(4, 2, 3, 30)[0]}, {"input_ids": make_row(6, 1, 2, 31)[0]}],
+                         EOS, LATENT)
+    out = coconut(**batch)
+    hidden = coconut.run_thoughts(**batch).hidden
+    hops = [[[5, 6], [7]], [[9], [10, 11]]]  # row 0: hop 1 names 5 and 6, hop 2 names 7; row 1: 9, then 10 and 11
+
+    def score(b, j, names):  # thought j of row b is the hidden state before its slot
+        col = torch.nonzero(batch["input_ids"][b] == LATENT).flatten()[j]
+        return -model.lm_head(hidden[b, col - 1]).softmax(-1)[names].sum().log()
+    for c, expected in ((1, [score(0, 0, [5, 6]), score(0, 1, [5, 6, 7]), score(1, 0, [9])]),
+                        (2, [score(0, 0, [5, 6]), score(0, 1, [5, 6]), score(1, 0, [9])])):  # c=2: 2 thoughts a hop
+        got = frontier_loss(model.lm_head, out.inputs_embeds, batch["input_ids"], LATENT, hops, c)
+        torch.testing.assert_close(got, torch.stack(expected).mean(), rtol=1e-10, atol=1e-12)

@@ -109,6 +109,17 @@ def test_the_edges_vocabulary_writes_a_statement_in_three_tokens_and_reads_it_ba
         Tokenizer.build("edges", ["Every vumpus is a brimpus. Max is not wooden.\n"])  # ProntoQA's text
 
 
+def test_hop_tokens_name_the_nodes_at_each_distance_from_the_entity():
+    # Tom -> a, c, d; a -> b, d -> b, c -> lempus, b -> lempus; Bob -> e -> scrompus (not reachable from Tom)
+    record = {"idx_to_symbol": ["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"], "root": 0,
+              "edges": [[0, 2], [2, 3], [3, 7], [0, 4], [4, 7], [0, 5], [1, 6], [6, 8], [5, 3]]}
+    words = Tokenizer.build("words", [" ".join(record["idx_to_symbol"]) + ".\n###"])
+    name = {n: words.encode(n)[0] for n in record["idx_to_symbol"]}
+    assert data.hop_tokens(words, record) == [sorted([name["a"], name["c"], name["d"]]), sorted([name["b"], name["lempus"]])]
+    sample = tokenize_record(words, dict(record, question="Tom a", steps=[], answer="b."))
+    assert sample["hops"] == data.hop_tokens(words, record)
+
+
 def test_words_are_one_token_with_or_without_their_space_and_unknown_ones_are_named():
     compact = Tokenizer.build("words", ["Tom is a wumpus.\n", "Every wumpus is a Tom?"])
     assert compact.pieces == ["\n", ".", "?", "Every", "Tom", "a", "is", "wumpus"]

@@ -103,6 +103,19 @@ def test_loss_falls_when_overfitting_eight_samples(mini_dir, tmp_path):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_the_frontier_loss_acts_only_where_there_are_thoughts(mini_dir, tmp_path):
+    """--frontier_loss (beyond the paper): stage 0 has no thoughts, so its epoch is the plain run's to the bit;
+    at stage 1 the thoughts are scored too and the weights part."""
+    plain = run(mini_dir, tmp_path / "plain", "--num_epochs", "2")
+    scored = run(mini_dir, tmp_path / "scored", "--num_epochs", "2", "--frontier_loss", "1")
+    timing = ("seconds", "data_seconds", "wall")
+    assert [{k: v for k, v in m.items() if k not in timing} for m in scored][:1] == \
+        [{k: v for k, v in m.items() if k not in timing} for m in plain][:1]
+    a = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "scored" / "last.pt", weights_only=True)["model"]
+    assert not torch.equal(a["transformer.wte.weight"], b["transformer.wte.weight"])
+
+
 RESUMABLE = ["--num_epochs", "3", "--epochs_per_stage", "2", "1", "--uniform_prob", "0.5", "--lr_schedule", "cosine",
              "--warmup_steps", "1"]
 
