@@ -170,7 +170,9 @@ def get_args(argv=None):
     p.add_argument("--export", default=None, metavar="DIR", help="write the --ckpt run as a shipped model: its "
                    "best checkpoint without the optimizer, config.json and metrics.jsonl")
     p.add_argument("--curves", nargs="+", default=None, metavar="RUN",
-                   help="plot the learning curves of these run folders (validation accuracy per epoch) to --plot")
+                   help="plot the learning curves of these run folders (validation accuracy) to --plot")
+    p.add_argument("--x", default="epoch", choices=tuple(CURVE_AXES), help="--curves: against epochs, training "
+                   "questions seen, or minutes of training (recipes compared at equal wall time)")
     args = p.parse_args(argv)
     need(args.ckpt or args.curves, "--ckpt", "(none)", "give at least one run folder or .pt (or --curves RUN...)")
     for flag in ("latents", "frontier"):
@@ -310,55 +312,82 @@ def main(argv=None):
             print(f"{s['method']:16s}  " + "  ".join(cells) +
                   f"  {s['mean_new_tokens']:10.1f}  {s['seconds_per_question'] * 1000:11.1f}")
     if args.curves:
-        print(f"wrote {plot_curves(args.curves, args.plot)}")
+        print(f"wrote {plot_curves(args.curves, args.plot, args.x)}")
 
 
-def plot_curves(runs, folder):
-    """Validation accuracy per epoch of each run, its stage changes marked: the learning-curve figure. On ProsQA a
-    second panel shows the questions without the one-hop shortcut, where only search scores above chance."""
+CURVE_AXES = {"epoch": "epoch", "questions": "training questions seen",
+              "minutes": "minutes of training (the epochs' own time, validation included)"}
+NOT_A_RECIPE = ("seed", "out_dir", "data_dir", "resume", "stop_after_epoch", "init_from", "device")
+
+
+def curve_groups(runs, x="epoch"):
+    """[(label, xs, mean, lowest, highest, stages)] of (config, metrics) runs, one group per recipe: runs whose flags
+    differ only in seed (and folders) are one group, drawn as their mean and band; a label names the method and
+    the flags its group differs in from the others. x: epoch, questions (seen) or minutes (the summed seconds of
+    the epochs, so a run paused between epochs is measured by its own work)."""
+    groups = {}
+    for config, metrics in runs:
+        key = json.dumps({k: v for k, v in sorted(config.items()) if k not in NOT_A_RECIPE})
+        groups.setdefault(key, []).append(metrics)
+    recipes = [json.loads(k) for k in groups]
+    differing = sorted({k for r in recipes for k in r if k != "method" and any(o.get(k) != r[k] for o in recipes)})
+    out = []
+    for recipe, runs_of_group in zip(recipes, groups.values()):
+        label = " ".join([recipe.get("method", "?")] + [f"{k}={recipe.get(k)}" for k in differing])
+        if len(runs_of_group) > 1:
+            label += f" ({len(runs_of_group)} seeds)"
+        n = min(len(ms) for ms in runs_of_group)
+        first = runs_of_group[0][:n]
+        if x == "epoch":
+            xs = [m["epoch"] for m in first]
+        elif x == "questions":
+            xs = [m["questions_seen"] for m in first]
+        else:
+            xs = [sum(m["seconds"] for m in first[:i + 1]) / 60 for i in range(n)]
+        out.append((label, xs, [[ms[i] for ms in runs_of_group] for i in range(n)], [m["stage"] for m in first]))
+    return out
+
+
+def plot_curves(runs, folder, x="epoch"):
+    """Validation accuracy of each run (or group of seeds) against epochs, questions seen or minutes, its stage
+    changes marked: the learning-curve figure. On ProsQA a second panel shows the questions without the one-hop
+    shortcut, where only search scores above chance."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(folder, exist_ok=True)
-    curves = []
+    loaded = []
     for run in runs:
         with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as f:
             metrics = [json.loads(line) for line in f if line.strip()]
         with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-        curves.append((config["method"], metrics))
-        two_options = config.get("dataset", "prosqa") in ("prosqa", "prontoqa")
+            loaded.append((json.load(f), metrics))
+    two_options = all(c.get("dataset", "prosqa") in ("prosqa", "prontoqa") for c, _ in loaded)
     panels = [("val_acc", "all validation questions")]
-    if all(m.get("val_acc_no_shortcut") is not None for _, metrics in curves for m in metrics):
+    if all(m.get("val_acc_no_shortcut") is not None for _, metrics in loaded for m in metrics):
         panels.append(("val_acc_no_shortcut", "without the one-hop shortcut (needs search)"))
-    by_method = {}  # runs of one method (several seeds): the mean, and a band from the lowest to the highest
-    for method, metrics in curves:
-        by_method.setdefault(method, []).append(metrics)
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
-        for method, runs_of_method in by_method.items():
-            metrics = runs_of_method[0]
-            n = min(len(ms) for ms in runs_of_method)
-            epochs = [m["epoch"] for m in metrics[:n]]
-            values = [[ms[i][key] for ms in runs_of_method] for i in range(n)]
-            label = method if len(runs_of_method) == 1 else f"{method} ({len(runs_of_method)} seeds)"
-            line, = ax.plot(epochs, [sum(v) / len(v) for v in values], marker="o", label=label)
-            if len(runs_of_method) > 1:
-                ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
+        for label, xs, points, stages in curve_groups(loaded, x):
+            values = [[m[key] for m in point] for point in points]
+            line, = ax.plot(xs, [sum(v) / len(v) for v in values], marker="o", markersize=3, label=label)
+            if len(values[0]) > 1:
+                ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
                                 alpha=0.2)
-            for prev, m in zip(metrics, metrics[1:n]):
-                if m["stage"] != prev["stage"]:
-                    ax.axvline(prev["epoch"] + 0.5, color=line.get_color(), alpha=0.3, linestyle="--")
-                    ax.annotate(f"{method} stage {m['stage']}", (prev["epoch"] + 0.5, 0.02),
-                                xycoords=("data", "axes fraction"), fontsize=7, color=line.get_color(), rotation=90)
+            for i in range(1, len(stages)):
+                if stages[i] != stages[i - 1]:
+                    at = (xs[i - 1] + xs[i]) / 2
+                    ax.axvline(at, color=line.get_color(), alpha=0.3, linestyle="--")
+                    ax.annotate(f"{label.split()[0]} stage {stages[i]}", (at, 0.02), xycoords=("data", "axes fraction"),
+                                fontsize=7, color=line.get_color(), rotation=90)
         if two_options:
             ax.axhline(0.5, color="grey", linewidth=1, linestyle=":", label="chance (two options)")
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(CURVE_AXES[x])
         ax.set_ylabel("validation accuracy")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
-    path = os.path.join(folder, "learning_curves.png")
+    path = os.path.join(folder, "learning_curves.png" if x == "epoch" else f"learning_curves_{x}.png")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

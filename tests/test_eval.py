@@ -135,6 +135,18 @@ def test_learning_curves_plot_every_run_with_its_stage_changes(tmp_path, monkeyp
     assert plotted == [2.5, 3.5, 4.5]  # between the epochs where Coconut's stage changes; CoT has none
 
 
+def test_curves_group_seeds_of_a_recipe_and_name_what_differs_against_minutes_or_questions():
+    def run(seed, vocab, seconds):
+        return ({"method": "cot", "vocab": vocab, "seed": seed, "out_dir": f"out/{seed}{vocab}"},
+                [{"epoch": e + 1, "stage": 0, "val_acc": 0.5 + seed / 10, "questions_seen": 100 * (e + 1),
+                  "seconds": seconds} for e in range(3)])
+    groups = ev.curve_groups([run(0, "words", 60), run(1, "words", 60), run(0, "edges", 30)], x="minutes")
+    assert [(label, xs) for label, xs, _, _ in groups] == [("cot vocab=words (2 seeds)", [1, 2, 3]),
+                                                          ("cot vocab=edges", [0.5, 1, 1.5])]
+    assert [[m["val_acc"] for m in point] for point in groups[0][2]] == [[0.5, 0.6]] * 3  # both seeds, each epoch
+    assert ev.curve_groups([run(0, "edges", 30)], x="questions")[0][1] == [100, 200, 300]
+
+
 def shortcut_record(shortcut):
     """Tom -> wumpus -> yumpus (the target); Bob -> zumpus directly (the one-hop shortcut) or through rompus."""
     names = ["Tom", "Bob", "wumpus", "yumpus", "zumpus", "rompus"]
