@@ -31,7 +31,8 @@ CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
 TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny: GPT-2's shape, narrow and shallow
 DEFAULTS = dict(  # every run
     dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, latent_stop="fixed",
-    icot_tokens_per_stage=8, frontier_loss=0.0, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
+    icot_tokens_per_stage=8, frontier_loss=0.0, shallow_share=0.0, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1,
+    compile=0, seed=0,
     n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"])
 # The paper's recipe (§4: GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr),
 # then what differs per dataset (the reference's configs). micro_batch only splits the batch: 8 on a CPU.

@@ -136,7 +136,7 @@ def prosqa_graph(rng, n_nodes, lam=1.5, p_side=0.35, p_person=0.025):
 MAX_GRAPH_DRAWS = 10_000  # a 6-step question takes ~70 draws; an impossible --nodes/--path must not loop forever
 
 
-def prosqa_question_graph(rng, nodes, path):
+def prosqa_question_graph(rng, nodes, path, one_step=False):
     """Draw graphs until one has a target at shortest distance within `path`. Returns (parents per node, the
     entity, its distances, the target, the negative).
 
@@ -145,7 +145,9 @@ def prosqa_question_graph(rng, nodes, path):
     leaf only the other person reaches, and the entity is the person with the farther such target (ties at
     random). Whether the negative is a child of another person (has_shortcut, a one-hop giveaway) is drawn first,
     with the official share SHORTCUT_SHARE, so that a score measures search at every graph size. What each
-    choice changes, measured: docs/results.md, "The generator's choices".
+    choice changes, measured: docs/results.md, "The generator's choices". one_step (--shallow_share, beyond the
+    paper): the target is a leaf only the entity reaches one step away, not the farthest (the official rule
+    almost never asks a one-step question of a small graph).
     """
     shortcut = rng.random() < SHORTCUT_SHARE
     for _ in range(MAX_GRAPH_DRAWS):
@@ -159,7 +161,7 @@ def prosqa_question_graph(rng, nodes, path):
         choices = []  # (distance of the farthest target, entity, its distances, targets, negatives)
         for entity in (0, 1):
             dist, _ = bfs(children, entity)
-            targets = [i for i in leaves if label[i] == 1 << entity and parents[i]]
+            targets = [i for i in leaves if label[i] == 1 << entity and parents[i] and (dist[i] == 1 or not one_step)]
             negatives = [i for i in leaves if label[i] == 1 << (1 - entity) and parents[i]]
             if targets and negatives:
                 choices.append((max(dist[i] for i in targets), entity, dist, targets, negatives))
@@ -181,9 +183,9 @@ def prosqa_question_graph(rng, nodes, path):
     return parents, root, dist, rng.choice([i for i in targets if dist[i] == far]), rng.choice(negatives)
 
 
-def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
+def prosqa_sample(rng, nodes=(17, 28), path=(3, 6), one_step=False):
     """A ProsQA record: a question graph (prosqa_question_graph), its nodes named and its edges written out."""
-    parents, root, dist, target, neg = prosqa_question_graph(rng, nodes, path)
+    parents, root, dist, target, neg = prosqa_question_graph(rng, nodes, path, one_step)
     n = len(parents)
     people = [i for i in range(n) if not parents[i]]
     # names are unique within a graph
@@ -228,7 +230,7 @@ def is_held_out(question):
     return question_key(question) % HELD_OUT_EVERY == 0
 
 
-def prosqa_records(rng, size, nodes, path, held_out, seen):
+def prosqa_records(rng, size, nodes, path, held_out, seen, one_step=False):
     """`size` new records of one side of the held-out partition; each question's key is added to `seen`, and a
     question already in `seen` is drawn again. Within the official 3-6-step range each record's length is first
     drawn from OFFICIAL_PATH_SHARES (see generate_prosqa)."""
@@ -239,7 +241,7 @@ def prosqa_records(rng, size, nodes, path, held_out, seen):
             length = rng.choices(list(shares), weights=list(shares.values()))[0]
             r = prosqa_sample(rng, nodes, (length, length))
         else:
-            r = prosqa_sample(rng, nodes, path)
+            r = prosqa_sample(rng, nodes, path, one_step)
         key = question_key(r["question"])
         if is_held_out(r["question"]) == held_out and key not in seen:
             seen.add(key)
@@ -258,11 +260,14 @@ def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
             for split, size in sizes.items()}
 
 
-def prosqa_epoch(seed, epoch, size, nodes, path, seen):
+def prosqa_epoch(seed, epoch, size, nodes, path, seen, shallow=0):
     """Epoch `epoch`'s training questions of the endless stream: `size` records never held out and never in
     `seen` (the keys of every earlier epoch's questions; this epoch's are added). A pure function of the seed
-    and the epoch once `seen` holds epochs 0..epoch-1, which is what makes --resume exact."""
-    return prosqa_records(random.Random(f"prosqa-stream-{seed}-{epoch}"), size, nodes, path, False, seen)
+    and the epoch once `seen` holds epochs 0..epoch-1, which is what makes --resume exact. `shallow` of them
+    (--shallow_share, beyond the paper) are one-step questions, drawn after the others."""
+    rng = random.Random(f"prosqa-stream-{seed}-{epoch}")
+    records = prosqa_records(rng, size - shallow, nodes, path, False, seen)
+    return records + prosqa_records(rng, shallow, nodes, (1, 1), False, seen, one_step=True) if shallow else records
 
 
 def ensure_held_out(data_dir, seed, nodes, path, sizes):

@@ -97,6 +97,8 @@ def get_args(argv=None):
                                                              "(--stream 1: fresh questions per epoch)"))
     p.add_argument("--stream", type=switch, help=h("stream", "generated ProsQA: 1 draws --train_size fresh "
                    "questions every epoch, none ever repeated; 0 repeats one fixed set of that size"))
+    p.add_argument("--shallow_share", type=probability, help=h("shallow_share", "beyond the paper: the share of "
+                   "one-step questions in generated ProsQA's first epoch, falling linearly to 0 by the last"))
     p.add_argument("--val_size", type=positive_int, help=h("val_size", "use the first N validation records"))
     p.add_argument("--nodes", type=int, nargs=2, help=h("nodes", "generated ProsQA graph sizes (min max)"))
     p.add_argument("--path", type=int, nargs=2, help=h("path", "generated ProsQA path lengths (min max)"))
@@ -166,6 +168,8 @@ def check_args(args, world):
          args.frontier_loss, f"scores thoughts on a graph: only for --dataset prosqa and --method {' or '.join(feedback)}")
     need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
          f"a pretrained model ({args.model}) keeps GPT-2's vocabulary: --vocab gpt2")
+    need(args.generated_data or not args.shallow_share, "--shallow_share", args.shallow_share,
+         "mixes generated one-step questions in: only for --model tiny --dataset prosqa without --data_dir")
     need(args.generated_data or not args.stream, "--stream", args.stream,
          "draws generated ProsQA-mini: only for --model tiny --dataset prosqa without --data_dir")
     if args.generated_data:
@@ -254,7 +258,14 @@ def check_lengths(named_samples, stages, args, tok, block_size):
 
 def epoch_records(args, epoch, seen):
     """Generated ProsQA-mini: epoch `epoch`'s training questions, none of `seen` (their keys join it)."""
-    return tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
+    return tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen,
+                              shallow_questions(args, epoch))
+
+
+def shallow_questions(args, epoch):
+    """--shallow_share (beyond the paper): how many of epoch `epoch`'s questions take one step. Easy questions
+    first: the share falls linearly from --shallow_share at the first epoch to 0 after the last."""
+    return round(args.shallow_share * (1 - epoch / args.num_epochs) * args.train_size)
 
 
 def stream_samples(args, epoch, tok, seen):

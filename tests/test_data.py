@@ -333,6 +333,18 @@ def test_generate_writes_the_splits_asked_for_and_prints_a_row_for_each(tmp_path
         assert (tmp_path / "a" / f"prosqa_{s}.json").read_text() == (tmp_path / "b" / f"prosqa_{s}.json").read_text()
 
 
+def test_an_epoch_with_shallow_questions_holds_exactly_that_many_one_step_questions_and_repeats_none():
+    plain = tasks.prosqa_epoch(0, 3, 60, (6, 9), (2, 3), set())
+    assert plain == tasks.prosqa_epoch(0, 3, 60, (6, 9), (2, 3), set(), shallow=0)  # off: the stream as it was
+    seen = set()
+    mixed = tasks.prosqa_epoch(0, 3, 60, (6, 9), (2, 3), seen, shallow=15)
+    assert mixed[:45] == plain[:45]  # the deeper questions are drawn first, as without the mix
+    assert [len(r["steps"]) for r in mixed[45:]] == [1] * 15 and all(len(r["steps"]) > 1 for r in mixed[:45])
+    for r in mixed[45:]:  # a one-step question: the target a leaf only the entity reaches, one edge away
+        assert [r["root"], r["target"]] in r["edges"] and not data.children_of(r)[r["target"]]
+    assert len(seen) == 60 and not any(tasks.is_held_out(r["question"]) for r in mixed)
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--nodes", "4", "5"], "--nodes 4 5: MIN must be at most MAX, at least 7"),
     (["--nodes", "9", "8"], "--nodes 9 8"),

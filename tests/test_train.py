@@ -46,6 +46,13 @@ def test_stage_lengths_may_differ_and_the_last_one_repeats():
     assert [train.stage_for_epoch(e, args) for e in range(11)] == [0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4]
 
 
+def test_the_share_of_shallow_questions_falls_linearly_to_zero():
+    args = argparse.Namespace(shallow_share=0.5, num_epochs=4, train_size=1000)
+    assert [train.shallow_questions(args, e) for e in range(4)] == [500, 375, 250, 125]
+    args.shallow_share = 0.0
+    assert {train.shallow_questions(args, e) for e in range(4)} == {0}
+
+
 def test_learning_rate_warms_up_then_decays_to_min_lr():
     args = argparse.Namespace(lr_schedule="cosine", lr=1e-3, min_lr=1e-4, warmup_steps=10)
     lr = lambda step: train.learning_rate(step, 110, args)  # noqa: E731  (10 warmup + 100 decay steps)
@@ -247,6 +254,15 @@ def test_each_epoch_trains_on_fresh_questions_disjoint_from_the_held_out_ones(tm
     assert len(held_out) == 1000 and not held_out & set(questions)
     assert [(m["questions_seen"], m["distinct_questions"]) for m in metrics] == [(24, 24), (48, 48), (72, 72), (96, 96)]
     assert all(m["val_n_shortcut"] + m["val_n_no_shortcut"] == m["val_n"] == 20 for m in metrics)
+
+
+def test_shallow_questions_join_the_stream_in_a_falling_share(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    drawn = []
+    monkeypatch.setattr(tasks, "prosqa_epoch", lambda *a: drawn.append(PROSQA_EPOCH(*a)) or drawn[-1])
+    train.main(STREAM + ["--out_dir", "shallow", "--shallow_share", "0.5"])
+    one_step = [sum(len(r["steps"]) == 1 for r in epoch) for epoch in drawn]
+    assert one_step == [12, 9, 6, 3]  # 0.5 x (1 - e/4) of each epoch's 24 questions
 
 
 def test_a_fixed_set_repeats_with_stream_0(tmp_path, monkeypatch):
