@@ -31,13 +31,13 @@ CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
 TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny: GPT-2's shape, narrow and shallow
 DEFAULTS = dict(  # every run
     dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, latent_stop="fixed",
-    icot_tokens_per_stage=8, frontier_loss=0.0, shallow_share=0.0, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1,
-    compile=0, seed=0,
-    n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"])
+    icot_tokens_per_stage=8, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
+    n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"],
+    frontier_loss=0.0, shallow_share=0.0)  # levers beyond the paper, off
 # The paper's recipe (§4: GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr),
 # then what differs per dataset (the reference's configs). micro_batch only splits the batch: 8 on a CPU.
 PAPER = dict(lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, init_std=0.02, uniform_prob=0.0,
-             batch_size=128, micro_batch=32)
+             batch_size=128, micro_batch=32, stream=0)
 PAPER_DATASETS = {
     "prosqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
     "prontoqa": dict(c=1, max_latent_stage=6, epochs_per_stage=[5], num_epochs=50, max_new_tokens=128),
@@ -53,7 +53,7 @@ LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses
 
 def recipe(dataset, laptop, device):
     """Every default of a run on `dataset`: DEFAULTS, the paper's recipe, and the laptop's over it."""
-    out = {**DEFAULTS, **PAPER, **PAPER_DATASETS[dataset], "stream": 0}
+    out = {**DEFAULTS, **PAPER, **PAPER_DATASETS[dataset]}
     if device == "cpu":
         out["micro_batch"] = 8
     if laptop:
