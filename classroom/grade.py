@@ -12,6 +12,10 @@ compared, case by case, with this project's own solution on the same cases: a ta
 answers cannot pass them. In a student copy, which has no cases.py, those points are left to the teacher's
 grader and the total says so. A failing check that runs an earlier exercise still unsolved is reported as
 waiting for it.
+
+The teacher's outputs are computed, and their copy deleted, before any code of the submission runs. Code in a
+region still runs with the grader's permissions: grade work you do not trust in a container or a throwaway
+account, as autograders do.
 """
 
 import argparse
@@ -217,21 +221,21 @@ def main(argv=None):
             sys.exit(f"error: grading needs {module}, which this Python cannot import: pip install -r requirements.txt")
     teacher = os.path.exists(os.path.join(ROOT, "classroom", "cases.py"))
     seed = (args.seed if args.seed is not None else random.SystemRandom().randrange(10 ** 6)) if teacher else None
+    expected = None
+    if teacher:  # the solution's outputs first, its copy gone before any of the submission's code runs
+        with tempfile.TemporaryDirectory(prefix="coconut-grade-") as tmp:
+            grading_copy(ROOT, os.path.join(tmp, "teacher"))
+            expected = draw_cases(os.path.join(tmp, "teacher"), seed)
     with tempfile.TemporaryDirectory(prefix="coconut-grade-") as tmp:
         tree = os.path.join(tmp, "submission")
         missing = grading_copy(args.folder, tree)
         results, problem = run_tests(tree)
         cases = None
-        if teacher:
-            reference = os.path.join(tmp, "teacher")
-            grading_copy(ROOT, reference)
-            theirs, expected = draw_cases(tree, seed), draw_cases(reference, seed)
-            if isinstance(expected, str):
-                cases = f"the teacher's solution: {expected}"
-            elif isinstance(theirs, str):
-                cases = theirs
-            else:
-                cases = {n: case_score(theirs[n], expected[n]) for n in expected}
+        if isinstance(expected, str):
+            cases = f"the teacher's solution: {expected}"
+        elif expected is not None:
+            theirs = draw_cases(tree, seed)
+            cases = theirs if isinstance(theirs, str) else {n: case_score(theirs[n], expected[n]) for n in expected}
         rows = grade(results, cases, missing, problem)
     text, earned, possible = report(rows, seed)
     print(text)
