@@ -18,8 +18,8 @@ import torch
 import data
 import tasks
 from data import ArgumentParser, fail, need, nonnegative_int, positive_int
-from run import (LAPTOP_HELD_OUT, accuracies, accuracy_counts, export_run, fmt_acc, generate_texts,
-                 is_correct, load_checkpoint, model_from_checkpoint, pick_device, split_text)
+from run import (LAPTOP_HELD_OUT, accuracies, accuracy_counts, answer_of, export_run, fmt_acc,
+                 generate_texts, is_correct, load_checkpoint, model_from_checkpoint, pick_device, split_text)
 
 # ----------------------------------------------------------------------------------------------------------
 # §5.1 outcome classes on ProsQA.
@@ -75,6 +75,30 @@ def classify(record, text, n_latents=0):
     length = reach[start] + len(chain) - 1  # thoughts cover root -> start
     return "Correct Path" if length == shortest else "Longer Path"
     # --- end of exercise 7 ---
+
+
+def guessed_then_walked_back(record, text):
+    """Whether a written ProsQA answer follows the cheapest wrong rule we saw a small CoT model learn: name one
+    of the two options and write a real chain of edges that leads to it, whose first step ("<subject> is a X")
+    alone is invented. Such a model looks edges up faithfully but never checks that the chain starts at the
+    subject, and that check is the search; counting these among the wrong answers says which rule is failing."""
+    sym = record["idx_to_symbol"]
+    index = {s: i for i, s in enumerate(sym)}
+    children = data.children_of(record)
+    words = [s.strip().rstrip(".").split() for s in text.split("#")[0].strip().split("\n") if s.strip()]
+    if not words or len(words[0]) != 4 or words[0][0] != sym[record["root"]]:
+        return False
+    chain = [words[0][3]]  # "<subject> is a X", then "Every X is a Y", ...
+    for w in words[1:]:
+        if len(w) != 5 or w[1] != chain[-1]:
+            return False
+        chain.append(w[4])
+    named = answer_of(text).rstrip(".").split()
+    if not named or chain[-1] != named[-1] or not all(n in index for n in chain):
+        return False
+    nodes = [index[n] for n in chain]
+    return (nodes[0] not in children[record["root"]]
+            and all(b in children[a] for a, b in zip(nodes, nodes[1:])))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -265,6 +289,11 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
         classes = Counter(classify(r, row["output"], natural) for r, row in zip(records, rows))
         report["outcomes"] = {o: classes[o] / len(records) for o in OUTCOMES}
         outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))
+        wrong = [(r, row["output"]) for r, row in zip(records, rows) if not row["correct"]]
+        report["wrong_answers"] = {"n": len(wrong), "guessed_then_walked_back":
+                                   sum(guessed_then_walked_back(r, text) for r, text in wrong)}
+        print(f"  wrong answers {len(wrong)}: {report['wrong_answers']['guessed_then_walked_back']} name an option "
+              "and write a real chain to it whose first step alone is invented (guessed, then walked back)")
     if args.probe:
         report["probes"] = []
         for r, s in list(zip(records, samples))[: args.probe]:

@@ -46,6 +46,24 @@ def test_outcome_classes(text, k, expected):
     assert ev.classify(GRAPH, text, k) == expected
 
 
+WALKED_BACK_CASES = [
+    ("Tom is a e.\nEvery e is a scrompus.\n### Tom is a scrompus.", True),  # Tom -> e invented, the rest real
+    ("Tom is a b.\nEvery b is a lempus.\n### Tom is a lempus.", True),  # right option, yet Tom -> b invented
+    ("Tom is a c.\nEvery c is a lempus.\n### Tom is a lempus.", False),  # a real path: nothing invented
+    ("Tom is a e.\nEvery e is a lempus.\n### Tom is a lempus.", False),  # e -> lempus invented too
+    ("Tom is a e.\nEvery e is a scrompus.\n### Tom is a lempus.", False),  # names another node than it reaches
+    ("Tom is a e.\nEvery b is a scrompus.\n### Tom is a scrompus.", False),  # a broken chain
+    ("Bob is a e.\nEvery e is a scrompus.\n### Tom is a scrompus.", False),  # starts elsewhere than the subject
+    ("### Tom is a scrompus.", False),  # nothing written
+]
+
+
+@pytest.mark.parametrize("text,expected", WALKED_BACK_CASES)
+def test_the_guessed_then_walked_back_rule_is_a_real_chain_to_the_named_node_with_only_its_first_step_invented(
+        text, expected):
+    assert ev.guessed_then_walked_back(GRAPH, text) is expected
+
+
 def test_node_height_is_shortest_distance_to_a_leaf():
     h = ev.node_height(GRAPH)
     assert h[7] == 0 and h[3] == 1 and h[4] == 1 and h[0] == 2 and h[5] == 2
