@@ -342,6 +342,8 @@ def test_an_epoch_with_shallow_questions_holds_exactly_that_many_one_step_questi
     assert [len(r["steps"]) for r in mixed[45:]] == [1] * 15 and all(len(r["steps"]) > 1 for r in mixed[:45])
     for r in mixed[45:]:  # a one-step question: the target a leaf only the entity reaches, one edge away
         assert [r["root"], r["target"]] in r["edges"] and not data.children_of(r)[r["target"]]
+        # and the negative hangs from another person: "the option a person points to" answers none of them
+        assert data.has_shortcut(r)
     assert len(seen) == 60 and not any(tasks.is_held_out(r["question"]) for r in mixed)
 
 
