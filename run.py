@@ -115,7 +115,7 @@ def export_run(run, folder):
     ckpt = load_checkpoint(run)
     if os.path.exists(folder):
         fail(f"{folder}: already exists; a model is exported into a new folder")
-    state = {k: v for k, v in ckpt.items() if k not in ("optimizer", "path")}
+    state = {k: v for k, v in ckpt.items() if k not in ("optimizer", "seen", "path")}
     save_checkpoint(state, os.path.join(folder, "best.pt"))
     for name in ("config.json", "metrics.jsonl"):
         with open(os.path.join(os.path.dirname(ckpt["path"]), name), "rb") as f:

@@ -355,15 +355,29 @@ def model_for(args, tok, device, init, resumed):
     return coconut
 
 
-def first_samples(args, splits, tok, start_epoch):
+def first_samples(args, splits, tok, start_epoch, resumed):
     """The tokenized training samples of the first epoch to train, and (--stream 1) the keys of every question
-    of the epochs before it, regenerated on resume, so that no later epoch repeats one (None: a fixed set)."""
+    of the epochs before it, so that no later epoch repeats one (None: a fixed set). A resumed run reads them
+    from its checkpoint; one without them (older checkpoints) regenerates every earlier epoch, minutes at
+    epoch 40."""
     if splits.train is not None:
         return [data.tokenize_record(tok, r) for r in splits.train], None
-    seen = set()
-    for epoch in range(start_epoch):
-        epoch_records(args, epoch, seen)
+    if resumed and "seen" in resumed:
+        seen = seen_keys(resumed["seen"])
+    else:
+        seen = set()
+        for epoch in range(start_epoch):
+            epoch_records(args, epoch, seen)
     return stream_samples(args, start_epoch, tok, seen), seen
+
+
+def seen_tensor(seen):
+    """The stream's question keys (tasks.question_key: unsigned 64-bit) as int64 bits a checkpoint can hold."""
+    return torch.tensor(sorted(k - (1 << 64) if k >> 63 else k for k in seen), dtype=torch.int64)
+
+
+def seen_keys(tensor):
+    return {k & ((1 << 64) - 1) for k in tensor.tolist()}
 
 
 def write_metrics(history, path):
@@ -450,9 +464,10 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
     return loss_sum / len(batches)
 
 
-def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, files, args, log):
+def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, files, args, log):
     """Log the epoch, write best.pt (the best validation accuracy at the final stage) and last.pt, then
-    metrics.jsonl from the history last.pt carries. Rank 0 only."""
+    metrics.jsonl from the history last.pt carries. last.pt also keeps the stream's question keys (`seen`), so
+    that --resume need not regenerate them. Rank 0 only."""
     m, stage = history[-1], stages[epoch]
     log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {m['train_loss']:.4f} | val loss {m['val_loss']:.4f} | "
         f"val acc {split_text(m, 'val_acc', 'val_n')} | new tokens {m['val_new_tokens']:.1f} | questions seen "
@@ -462,6 +477,8 @@ def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, files,
     if best:
         save_checkpoint(state, files.best)
         fault_point("after-best", epoch)
+    if seen is not None:
+        state["seen"] = seen_tensor(seen)
     save_checkpoint(state, files.last)
     fault_point("after-checkpoint", epoch)
     write_metrics(history, files.metrics)
@@ -483,7 +500,7 @@ def main(argv=None):
     valid_tok = [data.tokenize_record(tok, r) for r in splits.valid]
     coconut = model_for(args, tok, device, init, resumed)
     start_epoch = resumed["epoch"] + 1 if resumed else args.start_epoch
-    train_tok, seen = first_samples(args, splits, tok, start_epoch)
+    train_tok, seen = first_samples(args, splits, tok, start_epoch, resumed)
     stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
     check_lengths([(splits.sources["train"], train_tok), (splits.sources["valid"], valid_tok)], stages, args, tok,
                   coconut.model.config.block_size)
@@ -515,7 +532,7 @@ def main(argv=None):
                             "distinct_questions": (trained if seen is not None else 1) * len(train_tok),
                             "seconds": time.time() - t0, "data_seconds": data_seconds, "wall": time.time() - t_start})
             if rank == 0:
-                save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, files, args, log)
+                save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, files, args, log)
                 saved_epoch = epoch
             if stage == stages[-1]:
                 best_acc = max(best_acc, history[-1]["val_acc"])

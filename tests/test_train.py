@@ -265,18 +265,31 @@ def test_shallow_questions_join_the_stream_in_a_falling_share(tmp_path, monkeypa
     assert one_step == [12, 9, 6, 3]  # 0.5 x (1 - e/4) of each epoch's 24 questions
 
 
+def test_question_keys_go_into_a_checkpoint_and_come_back_whole():
+    keys = {0, 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, tasks.question_key("Is Tom a wumpus or jelpus?")}
+    assert train.seen_tensor(keys).dtype == torch.int64 and train.seen_keys(train.seen_tensor(keys)) == keys
+
+
 def test_a_fixed_set_repeats_with_stream_0(tmp_path, monkeypatch):
     drawn, metrics = stream_run(tmp_path, monkeypatch, "fixed", "--stream", "0")
     assert len(drawn) == 1  # drawn once, trained on every epoch
     assert [(m["questions_seen"], m["distinct_questions"]) for m in metrics][-1] == (96, 24)
 
 
-@pytest.mark.parametrize("stop_after", [1, 2])
-def test_resume_with_the_stream_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, stop_after):
+@pytest.mark.parametrize("stop_after,keys_in_checkpoint", [(1, True), (2, True), (2, False)])
+def test_resume_with_the_stream_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, stop_after,
+                                                                 keys_in_checkpoint):
+    """last.pt keeps the keys of every question trained on, so a resumed run draws only the epochs it trains; a
+    checkpoint without them (written before they were kept) regenerates the earlier epochs, to the same end."""
     whole, _ = stream_run(tmp_path, monkeypatch, "a")
     stream_run(tmp_path, monkeypatch, "b", "--stop_after_epoch", str(stop_after))
+    last = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert train.seen_keys(last["seen"]) == {tasks.question_key(q) for epoch in whole[:stop_after] for q in epoch}
+    if not keys_in_checkpoint:
+        del last["seen"]
+        torch.save(last, tmp_path / "b" / "last.pt")
     resumed, metrics = stream_run(tmp_path, monkeypatch, "b", "--resume")
-    assert resumed[stop_after:] == whole[stop_after:]  # the epochs after the stop: the same fresh questions
+    assert resumed == (whole if not keys_in_checkpoint else whole[stop_after:])
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     for k in a["model"]:
