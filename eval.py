@@ -197,6 +197,8 @@ def get_args(argv=None):
                    help="plot the learning curves of these run folders (validation accuracy) to --plot")
     p.add_argument("--x", default="epoch", choices=tuple(CURVE_AXES), help="--curves: against epochs, training "
                    "questions seen, or minutes of training (recipes compared at equal wall time)")
+    p.add_argument("--at", nargs="+", type=float, default=None, metavar="X", help="--curves: also print each "
+                   "recipe's validation accuracy at these points of --x (its last epoch at or before each)")
     args = p.parse_args(argv)
     need(args.ckpt or args.curves, "--ckpt", "(none)", "give at least one run folder or .pt (or --curves RUN...)")
     for flag in ("latents", "frontier"):
@@ -205,6 +207,7 @@ def get_args(argv=None):
     need(args.data is None or os.path.isfile(args.data), "--data", args.data, "no such file")
     need(args.plot is None or not os.path.isfile(args.plot), "--plot", args.plot, "is a file, not a folder")
     need(args.curves is None or args.plot, "--curves", " ".join(args.curves or []), "needs --plot DIR")
+    need(args.at is None or args.curves, "--at", " ".join(f"{a:g}" for a in args.at or []), "reads --curves RUN...")
     for run in args.curves or []:
         for name in ("metrics.jsonl", "config.json"):  # what train.py writes into every run folder
             need(os.path.isfile(os.path.join(run, name)), "--curves", run, f"no {name} in this folder")
@@ -342,6 +345,8 @@ def main(argv=None):
                   f"  {s['mean_new_tokens']:10.1f}  {s['seconds_per_question'] * 1000:11.1f}")
     if args.curves:
         print(f"wrote {plot_curves(args.curves, args.plot, args.x)}")
+        for line in curve_table(load_runs(args.curves), args.x, args.at or []):
+            print(line)
 
 
 CURVE_AXES = {"epoch": "epoch", "questions": "training questions seen",
@@ -377,6 +382,37 @@ def curve_groups(runs, x="epoch"):
     return out
 
 
+def load_runs(runs):
+    """[(config, metrics)] of run folders (what train.py writes into each)."""
+    loaded = []
+    for run in runs:
+        with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as f:
+            metrics = [json.loads(line) for line in f if line.strip()]
+        with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
+            loaded.append((json.load(f), metrics))
+    return loaded
+
+
+def curve_table(loaded, x, at):
+    """Lines of text: each recipe's last epoch at or before each point of `at` on the axis `x` (equal wall time
+    with x=minutes): where it stands, questions seen, validation accuracy (without / with the shortcut)."""
+    lines = []
+    for label, xs, points, _ in curve_groups(loaded, x):
+        for point in at:
+            i = max((j for j, v in enumerate(xs) if v <= point), default=None)
+            if i is None:
+                lines.append(f"{label} at {x} {point:g}: not reached (first epoch at {xs[0]:.1f})")
+                continue
+            ms = points[i]
+            mean = lambda key: sum(m[key] for m in ms) / len(ms)  # noqa: E731 (seeds of one recipe)
+            split = "" if ms[0].get("val_acc_no_shortcut") is None else (
+                f" (without the shortcut {mean('val_acc_no_shortcut'):.3f}, with {mean('val_acc_shortcut'):.3f})")
+            end = " (its last epoch: the run stops short of this point)" if point > xs[-1] else ""
+            lines.append(f"{label} at {x} {point:g}: epoch {ms[0]['epoch']}, {xs[i]:.1f} {x}, "
+                         f"{ms[0]['questions_seen']:,} questions, val acc {mean('val_acc'):.3f}{split}{end}")
+    return lines
+
+
 def plot_curves(runs, folder, x="epoch"):
     """Validation accuracy of each run (or group of seeds) against epochs, questions seen or minutes, its stage
     changes marked: the learning-curve figure. On ProsQA a second panel shows the questions without the one-hop
@@ -385,12 +421,7 @@ def plot_curves(runs, folder, x="epoch"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(folder, exist_ok=True)
-    loaded = []
-    for run in runs:
-        with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as f:
-            metrics = [json.loads(line) for line in f if line.strip()]
-        with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
-            loaded.append((json.load(f), metrics))
+    loaded = load_runs(runs)
     two_options = all(c.get("dataset", "prosqa") in ("prosqa", "prontoqa") for c, _ in loaded)
     panels = [("val_acc", "all validation questions")]
     if all(m.get("val_acc_no_shortcut") is not None for _, metrics in loaded for m in metrics):

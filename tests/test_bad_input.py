@@ -115,6 +115,7 @@ def test_curves_need_a_plot_folder_and_run_folders(tmp_path):
     assert refused(ev.main, ["--curves", str(tmp_path)]) == f"error: --curves {tmp_path}: needs --plot DIR"
     assert refused(ev.main, ["--curves", str(tmp_path), "--plot", str(tmp_path / "figs")]) == (
         f"error: --curves {tmp_path}: no metrics.jsonl in this folder")
+    assert refused(ev.main, ["--ckpt", str(tmp_path), "--at", "15", "30"]) == "error: --at 15 30: reads --curves RUN..."
     assert os.listdir(tmp_path) == []
 
 

@@ -163,6 +163,17 @@ def test_curves_group_seeds_of_a_recipe_and_name_what_differs_against_minutes_or
                                                           ("cot vocab=edges", [0.5, 1, 1.5])]
     assert [[m["val_acc"] for m in point] for point in groups[0][2]] == [[0.5, 0.6]] * 3  # both seeds, each epoch
     assert ev.curve_groups([run(0, "edges", 30)], x="questions")[0][1] == [100, 200, 300]
+    # the lever table: each recipe at equal minutes, its last epoch at or before each point (seeds averaged)
+    assert ev.curve_table([run(0, "words", 60), run(1, "words", 60), run(0, "edges", 30)], "minutes", [0.5, 2, 5]) == [
+        "cot vocab=words (2 seeds) at minutes 0.5: not reached (first epoch at 1.0)",
+        "cot vocab=words (2 seeds) at minutes 2: epoch 2, 2.0 minutes, 200 questions, val acc 0.550",
+        "cot vocab=words (2 seeds) at minutes 5: epoch 3, 3.0 minutes, 300 questions, val acc 0.550 (its last "
+        "epoch: the run stops short of this point)",
+        "cot vocab=edges at minutes 0.5: epoch 1, 0.5 minutes, 100 questions, val acc 0.500",
+        "cot vocab=edges at minutes 2: epoch 3, 1.5 minutes, 300 questions, val acc 0.500 (its last epoch: the run "
+        "stops short of this point)",
+        "cot vocab=edges at minutes 5: epoch 3, 1.5 minutes, 300 questions, val acc 0.500 (its last epoch: the run "
+        "stops short of this point)"]
 
 
 def shortcut_record(shortcut):
