@@ -403,8 +403,10 @@ def curve_table(loaded, x, at):
             if i is None:
                 lines.append(f"{label} at {x} {point:g}: not reached (first epoch at {xs[0]:.1f})")
                 continue
-            ms = points[i]
-            mean = lambda key: sum(m[key] for m in ms) / len(ms)  # noqa: E731 (seeds of one recipe)
+            ms = points[i]  # the recipe's seeds at that epoch
+
+            def mean(key):
+                return sum(m[key] for m in ms) / len(ms)
             split = "" if ms[0].get("val_acc_no_shortcut") is None else (
                 f" (without the shortcut {mean('val_acc_no_shortcut'):.3f}, with {mean('val_acc_shortcut'):.3f})")
             end = " (its last epoch: the run stops short of this point)" if point > xs[-1] else ""
