@@ -344,8 +344,9 @@ def main(argv=None):
             print(f"{s['method']:16s}  " + "  ".join(cells) +
                   f"  {s['mean_new_tokens']:10.1f}  {s['seconds_per_question'] * 1000:11.1f}")
     if args.curves:
-        print(f"wrote {plot_curves(args.curves, args.plot, args.x)}")
-        for line in curve_table(load_runs(args.curves), args.x, args.at or []):
+        loaded = load_runs(args.curves)
+        print(f"wrote {plot_curves(loaded, args.plot, args.x)}")
+        for line in curve_table(loaded, args.x, args.at or []):
             print(line)
 
 
@@ -415,15 +416,14 @@ def curve_table(loaded, x, at):
     return lines
 
 
-def plot_curves(runs, folder, x="epoch"):
-    """Validation accuracy of each run (or group of seeds) against epochs, questions seen or minutes, its stage
-    changes marked: the learning-curve figure. On ProsQA a second panel shows the questions without the one-hop
-    shortcut, where only search scores above chance."""
+def plot_curves(loaded, folder, x="epoch"):
+    """Validation accuracy of each loaded run (load_runs; seeds of a recipe as a group) against epochs, questions
+    seen or minutes, its stage changes marked: the learning-curve figure. On ProsQA a second panel shows the
+    questions without the one-hop shortcut, where only search scores above chance."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(folder, exist_ok=True)
-    loaded = load_runs(runs)
     two_options = all(c.get("dataset", "prosqa") in ("prosqa", "prontoqa") for c, _ in loaded)
     panels = [("val_acc", "all validation questions")]
     if all(m.get("val_acc_no_shortcut") is not None for _, metrics in loaded for m in metrics):
