@@ -434,7 +434,7 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
     model.train()
     bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches), disable=rank != 0,
                desc=f"epoch {epoch + 1}/{args.num_epochs} stage {stage}", leave=False)
-    t0, tokens, loss_sum = time.time(), 0, 0.0
+    t0, tokens, loss_sum, frontier_sum = time.time(), 0, 0.0, 0.0
     for micro in bar:
         lr = learning_rate(step, steps_in_stage, args)
         for group in optimizer.param_groups:
@@ -447,9 +447,11 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
                 out = model(**batch, return_logits=False)
                 loss = out.loss
                 if args.frontier_loss:
-                    loss = loss + args.frontier_loss * frontier_loss(
-                        (model.module if ddp else model).model.lm_head, out.inputs_embeds, batch["input_ids"],
-                        tok.special.latent, [samples[j]["hops"] for j in rows], args.c)
+                    frontier = frontier_loss((model.module if ddp else model).model.lm_head, out.inputs_embeds,
+                                             batch["input_ids"], tok.special.latent, [samples[j]["hops"] for j in rows],
+                                             args.c)
+                    loss = loss + args.frontier_loss * frontier
+                    frontier_sum += float(frontier.detach()) / len(micro)
                 (loss / len(micro)).backward()  # each micro-batch's mean, averaged (the reference's way)
             loss_sum += float(out.loss.detach()) / len(micro)
             tokens += int(batch["attention_mask"].sum())
@@ -461,7 +463,10 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
         fault_point("mid-epoch", epoch)
         bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}", lr=f"{lr:.2e}",
                         tok_s=f"{tokens * world / max(time.time() - t0, 1e-9):.0f}")
-    return loss_sum / len(batches)
+    losses = {"train_loss": loss_sum / len(batches)}
+    if args.frontier_loss:  # logged apart: train_loss stays the language loss, comparable across runs
+        losses["train_frontier_loss"] = frontier_sum / len(batches)
+    return losses
 
 
 def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, files, args, log):
@@ -469,7 +474,8 @@ def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, 
     metrics.jsonl from the history last.pt carries. last.pt also keeps the stream's question keys (`seen`), so
     that --resume need not regenerate them. Rank 0 only."""
     m, stage = history[-1], stages[epoch]
-    log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {m['train_loss']:.4f} | val loss {m['val_loss']:.4f} | "
+    frontier = f" (frontier {m['train_frontier_loss']:.4f})" if "train_frontier_loss" in m else ""
+    log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {m['train_loss']:.4f}{frontier} | val loss {m['val_loss']:.4f} | "
         f"val acc {split_text(m, 'val_acc', 'val_n')} | new tokens {m['val_new_tokens']:.1f} | questions seen "
         f"{m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | {m['seconds']:.0f}s")
     best = stage == stages[-1] and m["val_acc"] > best_acc  # best among epochs evaluated as at the end
@@ -524,9 +530,9 @@ def main(argv=None):
             if seen is not None and epoch > start_epoch:
                 train_tok = stream_samples(args, epoch, tok, seen)
             data_seconds = time.time() - t0
-            train_loss = train_epoch(model, optimizer, train_tok, tok, stages, epoch, args, ddp, world, rank, device)
+            train_losses = train_epoch(model, optimizer, train_tok, tok, stages, epoch, args, ddp, world, rank, device)
             trained = epoch + 1 - args.start_epoch  # epochs this run (and the runs it resumes) trained
-            history.append({"epoch": epoch + 1, "stage": stage, "train_loss": train_loss,
+            history.append({"epoch": epoch + 1, "stage": stage, **train_losses,
                             **evaluate(coconut, tok, splits.valid, valid_tok, stage, args, device, world, rank),
                             "questions_seen": trained * len(train_tok),
                             "distinct_questions": (trained if seen is not None else 1) * len(train_tok),
