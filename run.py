@@ -33,7 +33,7 @@ DEFAULTS = dict(  # every run
     dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, latent_stop="fixed",
     icot_tokens_per_stage=8, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
     n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"],
-    frontier_loss=0.0, shallow_share=0.0)  # levers beyond the paper, off
+    frontier_loss=0.0, shallow_share=0.0, pos_init="normal")  # levers beyond the paper, off
 # The paper's recipe (§4: GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr),
 # then what differs per dataset (the reference's configs). micro_batch only splits the batch: 8 on a CPU.
 PAPER = dict(lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, init_std=0.02, uniform_prob=0.0,
@@ -182,7 +182,8 @@ def build_model(args, tok, device):
     if args.model == "tiny":
         torch.manual_seed(args.seed)
         gpt = GPT(GPTConfig(vocab_size=tok.vocab_size - 3, block_size=TINY["block_size"], n_layer=args.n_layer,
-                            n_head=args.n_head, n_embd=args.n_embd, init_std=args.init_std))
+                            n_head=args.n_head, n_embd=args.n_embd, init_std=args.init_std,
+                            pos_init=args.pos_init))
     else:
         try:
             gpt = weights.from_pretrained(args.model)

@@ -84,6 +84,8 @@ def get_args(argv=None):
     p.add_argument("--n_head", type=positive_int, help=h("n_head", "--model tiny: attention heads"))
     p.add_argument("--init_std", type=positive_float, help=h("init_std", "--model tiny: std of the initial weights "
                                                              "(GPT-2's 0.02 is tuned for width 768)"))
+    p.add_argument("--pos_init", choices=("normal", "sinusoidal"), help=h("pos_init", "--model tiny, beyond the "
+                   "paper: the learned position table starts random (GPT-2's) or as sines and cosines"))
     p.add_argument("--init_from", help="a checkpoint (.pt or run folder) to start from, e.g. CoT")
     p.add_argument("--start_epoch", type=int, help="first epoch to train; with --init_from it defaults to the length "
                    "of stage 0: the checkpoint already is stage 0 (the paper's GSM8k recipe) [here: 0]")
@@ -168,6 +170,8 @@ def check_args(args, world):
          args.frontier_loss, f"scores thoughts on a graph: only for --dataset prosqa and --method {' or '.join(feedback)}")
     need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
          f"a pretrained model ({args.model}) keeps GPT-2's vocabulary: --vocab gpt2")
+    need(args.pos_init == "normal" or (args.model == "tiny" and not args.init_from), "--pos_init", args.pos_init,
+         "starts a model's position table: only for --model tiny without --init_from")
     need(args.generated_data or not args.shallow_share, "--shallow_share", args.shallow_share,
          "mixes generated one-step questions in: only for --model tiny --dataset prosqa without --data_dir")
     need(args.generated_data or not args.stream, "--stream", args.stream,

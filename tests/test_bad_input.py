@@ -66,6 +66,8 @@ def refused(call, args):
     (["--method", "cot", "--frontier_loss", "1"],
      "error: --frontier_loss 1.0: scores thoughts on a graph: only for --dataset prosqa and --method coconut or "
      "no-curriculum"),
+    (["--pos_init", "sinusoidal", "--init_from", "elsewhere.pt", "--start_epoch", "0"],
+     "error: --pos_init sinusoidal: starts a model's position table: only for --model tiny without --init_from"),
 ])
 def test_bad_train_flags_fail_with_one_line_and_write_nothing(mini_dir, tmp_path, flags, line):
     out = tmp_path / "run"
