@@ -138,6 +138,28 @@ def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
     return [[(tok.decode([int(i)]), float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values, indices)]
 
 
+@torch.no_grad()
+def person_binding(coconut, tok, record, sample, thoughts, device):
+    """Where the search's first step names a concept (CoT: after "<person> is a"; a model with thoughts: its first
+    thought read through the output head, §5.2's frontier after one step), the probability on the names of the
+    question's person's own children and on those of the other persons' children (a person: a node no edge points
+    to, as in data.has_shortcut). Every search starts with this lookup; a model that has not bound the question's
+    person to its statements splits the probability between the persons. Returns (own, other)."""
+    sym, children = record["idx_to_symbol"], data.children_of(record)
+    persons = {a for a, _ in record["edges"]} - {b for _, b in record["edges"]}
+    names = lambda nodes: {tok.encode(" " + sym[n])[0] for n in nodes}  # noqa: E731  (each name's first token)
+    own = names(children[record["root"]])
+    other = names(c for p in persons - {record["root"]} for c in children[p]) - own
+    if thoughts:
+        out = coconut.run_thoughts(torch.tensor([data.thought_prefix(sample, 1, True, tok.special)], device=device))
+        logits = coconut.model.lm_head(out.inputs_embeds[0, len(sample["question"]) + 1])
+    else:
+        ids = sample["question"] + tok.encode(f"{sym[record['root']]} is a")
+        logits = coconut(torch.tensor([ids], device=device)).logits[0, -1]
+    p = logits.float().softmax(-1)
+    return float(p[sorted(own)].sum()), float(p[sorted(other)].sum())
+
+
 def node_height(record):
     """Shortest distance to a leaf (the paper defines height inconsistently; this is our reading)."""
     n = len(record["idx_to_symbol"])
@@ -297,6 +319,14 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
                                    sum(guessed_then_walked_back(r, text) for r, text in wrong)}
         print(f"  wrong answers {len(wrong)}: {report['wrong_answers']['guessed_then_walked_back']} name an option "
               "and write a real chain to it whose first step alone is invented (guessed, then walked back)")
+        method = data.METHODS[meta["method"]]
+        if method.slots == "thoughts" or method.drops == "none":  # a first step written or thought
+            pairs = [person_binding(coconut, tok, r, s, method.slots == "thoughts", device)
+                     for r, s in zip(records, samples)]
+            report["first_step"] = {"own_children": sum(p[0] for p in pairs) / len(pairs),
+                                    "other_persons_children": sum(p[1] for p in pairs) / len(pairs)}
+            print(f"  first step: {report['first_step']['own_children']:.3f} of the probability on the person's own "
+                  f"children, {report['first_step']['other_persons_children']:.3f} on other persons' (the binding)")
     if args.probe:
         report["probes"] = []
         for r, s in list(zip(records, samples))[: args.probe]:

@@ -1,6 +1,7 @@
-"""eval.py: the §5.1 outcome classes, §5.2 frontier values, and accuracy end to end."""
+"""eval.py: the §5.1 outcome classes, §5.2 frontier values, the first step's binding, and accuracy end to end."""
 
 import json
+import math
 import os
 from types import SimpleNamespace
 
@@ -89,6 +90,36 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
     assert set(values) == {2, 4, 5}  # the children of Tom
     for v in values.values():
         assert v == pytest.approx(0.25)
+
+
+def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons():
+    """GRAPH's persons are Tom (children a, c, d) and Bob (child e). A stub putting 1/2 on "a", 1/4 on "e" and 1/4
+    on "lempus" where the first step names a concept: 1/2 on Tom's own children, 1/4 on Bob's; the same whether
+    that place is after "Tom is a" (CoT) or the first thought read through the output head."""
+    tok = gpt2_tokenizer()
+    record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"])
+    sample = data.tokenize_record(tok, record)
+    logits = torch.full((50260,), -1e9)
+    for name, logit in (("a", math.log(2)), ("e", 0.0), ("lempus", 0.0)):
+        logits[tok.encode(" " + name)[0]] = logit
+
+    class Written(torch.nn.Module):  # CoT: the next token after the prompt
+        def forward(self, ids):
+            assert tok.decode(ids[0, -3:].tolist()) == "Tom is a"
+            return SimpleNamespace(logits=logits.expand(*ids.shape, -1))
+
+    class Thought:  # a model with thoughts: the first thought, through an output head that passes it on
+        model = SimpleNamespace(lm_head=lambda h: h)
+
+        def run_thoughts(self, ids):
+            first = len(sample["question"]) + 1
+            assert ids[0, first - 1] == tok.special.start and ids[0, first] == tok.special.latent
+            embeds = torch.zeros(1, ids.shape[1], 50260)
+            embeds[0, first] = logits
+            return SimpleNamespace(inputs_embeds=embeds)
+
+    assert ev.person_binding(Written(), tok, record, sample, False, "cpu") == pytest.approx((0.5, 0.25))
+    assert ev.person_binding(Thought(), tok, record, sample, True, "cpu") == pytest.approx((0.5, 0.25))
 
 
 @pytest.fixture(scope="module")
