@@ -153,8 +153,9 @@ def person_binding(coconut, tok, record, sample, thoughts, device):
     if thoughts:
         out = coconut.run_thoughts(torch.tensor([data.thought_prefix(sample, 1, True, tok.special)], device=device))
         logits = coconut.model.lm_head(out.inputs_embeds[0, len(sample["question"]) + 1])
-    else:
-        ids = sample["question"] + tok.encode(f"{sym[record['root']]} is a")
+    else:  # the written first step up to its concept's name, in the model's own vocabulary ("Tom is a", "Tom is")
+        step, name = sample["steps"][0], record["steps"][0].rstrip(".").split()[-1]
+        ids = sample["question"] + step[:step.index(tok.encode(" " + name)[0], 1)]
         logits = coconut(torch.tensor([ids], device=device)).logits[0, -1]
     p = logits.float().softmax(-1)
     return float(p[sorted(own)].sum()), float(p[sorted(other)].sum())

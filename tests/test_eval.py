@@ -92,20 +92,24 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
         assert v == pytest.approx(0.25)
 
 
-def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons():
+@pytest.mark.parametrize("vocab,lead", [("gpt2", "Tom is a"), ("words", "Tom is a"), ("edges", "Tom is")])
+def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons(vocab, lead):
     """GRAPH's persons are Tom (children a, c, d) and Bob (child e). A stub putting 1/2 on "a", 1/4 on "e" and 1/4
     on "lempus" where the first step names a concept: 1/2 on Tom's own children, 1/4 on Bob's; the same whether
-    that place is after "Tom is a" (CoT) or the first thought read through the output head."""
-    tok = gpt2_tokenizer()
-    record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"])
+    that place is after "Tom is a" (CoT; "Tom is" in the edges vocabulary) or the first thought read through the
+    output head."""
+    record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"],
+                  question="Tom is a a. Bob is a e. Every e is a scrompus. Is Tom a lempus or scrompus?")
+    texts = data.record_texts(record) + [" ".join(record["idx_to_symbol"])]
+    tok = gpt2_tokenizer() if vocab == "gpt2" else data.Tokenizer.build(vocab, texts)
     sample = data.tokenize_record(tok, record)
-    logits = torch.full((50260,), -1e9)
+    logits = torch.full((tok.vocab_size,), -1e9)
     for name, logit in (("a", math.log(2)), ("e", 0.0), ("lempus", 0.0)):
         logits[tok.encode(" " + name)[0]] = logit
 
     class Written(torch.nn.Module):  # CoT: the next token after the prompt
         def forward(self, ids):
-            assert tok.decode(ids[0, -3:].tolist()) == "Tom is a"
+            assert ids[0].tolist() == sample["question"] + tok.encode(lead)
             return SimpleNamespace(logits=logits.expand(*ids.shape, -1))
 
     class Thought:  # a model with thoughts: the first thought, through an output head that passes it on
@@ -114,7 +118,7 @@ def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_
         def run_thoughts(self, ids):
             first = len(sample["question"]) + 1
             assert ids[0, first - 1] == tok.special.start and ids[0, first] == tok.special.latent
-            embeds = torch.zeros(1, ids.shape[1], 50260)
+            embeds = torch.zeros(1, ids.shape[1], tok.vocab_size)
             embeds[0, first] = logits
             return SimpleNamespace(inputs_embeds=embeds)
 
