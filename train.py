@@ -479,8 +479,9 @@ def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, 
     that --resume need not regenerate them. Rank 0 only."""
     m, stage = history[-1], stages[epoch]
     frontier = f" (frontier {m['train_frontier_loss']:.4f})" if "train_frontier_loss" in m else ""
-    log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {m['train_loss']:.4f}{frontier} | val loss {m['val_loss']:.4f} | "
-        f"val acc {split_text(m, 'val_acc', 'val_n')} | new tokens {m['val_new_tokens']:.1f} | questions seen "
+    log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {m['train_loss']:.4f}{frontier} | "
+        f"val loss {m['val_loss']:.4f} | val acc {split_text(m, 'val_acc', 'val_n')} | "
+        f"new tokens {m['val_new_tokens']:.1f} | questions seen "
         f"{m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | {m['seconds']:.0f}s")
     best = stage == stages[-1] and m["val_acc"] > best_acc  # best among epochs evaluated as at the end
     state = checkpoint_state(coconut, tok, args, epoch, stage, optimizer, history, m["val_acc"] if best else best_acc)
