@@ -18,7 +18,7 @@ import torch
 import data
 import tasks
 from data import ArgumentParser, fail, need, nonnegative_int, positive_int
-from run import (LAPTOP_HELD_OUT, accuracies, accuracy_counts, answer_of, export_run, fmt_acc,
+from run import (DEFAULTS, LAPTOP_HELD_OUT, accuracies, accuracy_counts, answer_of, export_run, fmt_acc,
                  generate_texts, is_correct, load_checkpoint, model_from_checkpoint, pick_device, split_text)
 
 # ----------------------------------------------------------------------------------------------------------
@@ -421,7 +421,8 @@ def load_runs(runs):
         with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as f:
             metrics = [json.loads(line) for line in f if line.strip()]
         with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
-            loaded.append((json.load(f), metrics))
+            # a flag added after the run started is missing from its config: it ran with the flag's default
+            loaded.append(({**DEFAULTS, **json.load(f)}, metrics))
     return loaded
 
 

@@ -211,6 +211,15 @@ def test_curves_group_seeds_of_a_recipe_and_name_what_differs_against_minutes_or
         "stops short of this point)"]
 
 
+def test_a_run_from_before_a_flag_existed_is_labelled_with_the_flags_default(tmp_path):
+    for name, config in (("old", {"method": "cot"}), ("new", {"method": "cot", "pos_init": "sinusoidal"})):
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "stage": 0, "val_acc": 0.5}) + "\n")
+    loaded = ev.load_runs([str(tmp_path / "old"), str(tmp_path / "new")])
+    assert [label for label, *_ in ev.curve_groups(loaded)] == ["cot pos_init=normal", "cot pos_init=sinusoidal"]
+
+
 def shortcut_record(shortcut):
     """Tom -> wumpus -> yumpus (the target); Bob -> zumpus directly (the one-hop shortcut) or through rompus."""
     names = ["Tom", "Bob", "wumpus", "yumpus", "zumpus", "rompus"]
