@@ -207,13 +207,13 @@ def coconut_for(gpt, tok, method, latent_stop):
 
 # Tests only: COCONUT_TEST_KILL=POINT:EPOCH SIGKILLs the run at that point of that (0-based) epoch, so a kill
 # at an awkward moment (mid-epoch, mid-save, between best.pt and last.pt, between last.pt and metrics.jsonl)
-# is reproducible.
+# is reproducible; POINT:EPOCH:INT sends Ctrl-C's SIGINT there instead.
 TEST_KILL = os.environ.get("COCONUT_TEST_KILL")
 
 
 def fault_point(point, epoch):
-    if TEST_KILL == f"{point}:{epoch}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    if TEST_KILL in (f"{point}:{epoch}", f"{point}:{epoch}:INT"):
+        os.kill(os.getpid(), signal.SIGINT if TEST_KILL.endswith(":INT") else signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -281,10 +281,16 @@ Splits = namedtuple("Splits", ["train", "valid", "texts", "sources"])
 RunFiles = namedtuple("RunFiles", ["last", "best", "metrics"])
 
 
-def interrupted(epoch, saved_epoch, last_path):
-    """Ctrl-C: one line saying what is on disk and the command that continues."""
+def interrupted(epoch, files):
+    """Ctrl-C: one line saying what is on disk and the command that continues. The checkpoint is read back rather
+    than remembered, and metrics.jsonl rewritten from it: a Ctrl-C may land between the two writes."""
     argv = [a for a in sys.argv[1:] if a != "--resume"]
     command = shlex.join(["python", os.path.basename(sys.argv[0]) or "train.py", *argv])
+    last_path, saved_epoch = files.last, None
+    if os.path.exists(last_path):
+        last = load_checkpoint(last_path)
+        write_metrics(last["metrics"], files.metrics)
+        saved_epoch = last["epoch"]
     if saved_epoch is None:
         print(f"interrupted in epoch {epoch + 1}, before its first checkpoint: nothing to resume; {command} starts "
               "again", file=sys.stderr)
@@ -525,7 +531,7 @@ def main(argv=None):
             "valid samples")
     model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
     optimizer, optimizer_stage = resumed_optimizer(resumed, coconut, args)
-    best_acc, saved_epoch = (resumed["best_acc"], resumed["epoch"]) if resumed else (-1.0, None)
+    best_acc = resumed["best_acc"] if resumed else -1.0
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, args.num_epochs):
@@ -544,14 +550,13 @@ def main(argv=None):
                             "seconds": time.time() - t0, "data_seconds": data_seconds, "wall": time.time() - t_start})
             if rank == 0:
                 save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, files, args, log)
-                saved_epoch = epoch
             if stage == stages[-1]:
                 best_acc = max(best_acc, history[-1]["val_acc"])
             if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
                 break
     except KeyboardInterrupt:
         if rank == 0:
-            interrupted(epoch, saved_epoch, files.last)
+            interrupted(epoch, files)
         raise SystemExit(130)
     if ddp:
         dist.barrier()  # rank 0 may still be saving; tearing gloo down under it aborts the other rank

@@ -66,6 +66,17 @@ def test_a_run_killed_at_every_awkward_moment_resumes_to_the_uninterrupted_run(m
     assert not [f for f in os.listdir(run) if f.endswith(".tmp")]
 
 
+def test_ctrl_c_just_after_a_checkpoint_names_that_checkpoint(mini_dir, tmp_path):
+    """Ctrl-C between writing last.pt and the rest of the epoch's bookkeeping: the line names what is on disk."""
+    done = train_cli(mini_dir, tmp_path / "run", kill_at="after-checkpoint:0:INT")
+    assert done.returncode == 130, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"interrupted in epoch 1; {tmp_path / 'run' / 'last.pt'} holds epoch 1: python train.py ")
+    assert line.endswith(" --resume continues")
+    assert [m["epoch"] for m in metrics(tmp_path / "run")] == [1]  # the bookkeeping caught up with last.pt
+    assert train_cli(mini_dir, tmp_path / "run", "--resume").returncode == 0
+
+
 def test_ctrl_c_ends_a_run_with_one_line_and_a_checkpoint_that_resumes(mini_dir, tmp_path):
     out = tmp_path / "run"
     args = FLAGS[:-6] + ["--num_epochs", "400", "--data_dir", mini_dir, "--out_dir", str(out)]
