@@ -449,12 +449,16 @@ def bfs(children, source):
     return dist, count
 
 
+def persons(record):
+    """A ProsQA graph's people ("Rex is a gwompus."): the nodes no edge points to."""
+    return {p for p, _ in record["edges"]} - {c for _, c in record["edges"]}
+
+
 def has_shortcut(record):
     """The cheapest rule that answers a ProsQA question without search: a person other than the one asked
-    about ("Rex is a gwompus.") has an edge straight to the wrong option, so the other option is the answer.
-    People are the nodes no edge points to."""
-    pointed_to = {c for _, c in record["edges"]}
-    return any(p != record["root"] and p not in pointed_to and c == record["neg_target"] for p, c in record["edges"])
+    about has an edge straight to the wrong option, so the other option is the answer."""
+    people = persons(record)
+    return any(p != record["root"] and p in people and c == record["neg_target"] for p, c in record["edges"])
 
 
 def read_text(path):
