@@ -218,7 +218,8 @@ def example_batches(examples, batch_size, bucket, rng, latent_id):
 
 GPT2_INIT_ID = 16791  # "<<": the reference starts the three new rows as copies of it "to stabilise training"
 SPECIAL_NAMES = ("<|endoftext|>", "<|start-latent|>", "<|end-latent|>", "<|latent|>")
-VOCABS = ("gpt2", "bpe", "words", "edges")
+VOCABS = ("gpt2", "bpe", "words", "edges", "triples")
+STATEMENT_VOCABS = ("edges", "triples")  # ProsQA's statements in three words
 # GPT-2's pre-tokenizer: the "words" its BPE never merges across (a leading space belongs to the word)
 WORD_PATTERN = re.compile(r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
 
@@ -239,14 +240,15 @@ def join_words(words):
     return "".join(out)
 
 
-def compress_edges(words):
-    """ProsQA's statements in three words (--vocab edges, beyond the paper): "Every X is a Y." becomes
-    [Every, X, Y] and "X is a Y." becomes [X, is, Y], so that a question spends its tokens on names."""
+def compress_edges(words, uniform=False):
+    """ProsQA's statements in three words (--vocab edges and triples, beyond the paper), so that a question spends
+    its tokens on names: "X is a Y." becomes [X, is, Y]; "Every X is a Y." becomes [Every, X, Y] (edges) or,
+    uniform (triples), [X, is, Y] like a person's, the name's case telling a concept from a person."""
     out, i = [], 0
     while i < len(words):
         w = words[i:i + 6]
         if len(w) == 6 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[5] == ".":
-            out, i = out + ["Every", w[1], w[4]], i + 6
+            out, i = out + ([w[1], "is", w[4]] if uniform else ["Every", w[1], w[4]]), i + 6
         elif len(w) >= 5 and w[0] != "Every" and w[1:3] == ["is", "a"] and w[4] == ".":
             out, i = out + [w[0], "is", w[3]], i + 5
         else:
@@ -254,14 +256,15 @@ def compress_edges(words):
     return out
 
 
-def expand_edges(words):
+def expand_edges(words, uniform=False):
     """The inverse of compress_edges (what a model writes in three words is read back as the statement)."""
     out, i = [], 0
     while i < len(words):
         if i + 2 < len(words) and words[i] == "Every" and words[i + 1] not in ("is", "\n") and words[i + 2] != "\n":
             out, i = out + ["Every", words[i + 1], "is", "a", words[i + 2], "."], i + 3
         elif i + 2 < len(words) and words[i + 1] == "is" and words[i + 2] != "\n":
-            out, i = out + [words[i], "is", "a", words[i + 2], "."], i + 3
+            every = ["Every"] if uniform and words[i][:1].islower() else []  # ProsQA's concepts are lower case
+            out, i = out + every + [words[i], "is", "a", words[i + 2], "."], i + 3
         else:
             out, i = out + [words[i]], i + 1
     return out
@@ -291,6 +294,9 @@ class Tokenizer:
       (GSM8k's "<<4-2=2>>") cannot be represented, which building the vocabulary reports.
     - "edges" (beyond the paper): the words, with ProsQA's statements in three of them (compress_edges): a
       question in about half the tokens, the same information. Built only for text it reads back exactly.
+    - "triples" (beyond the paper): as "edges", but a concept's statement in the same three slots as a person's
+      ([X, is, Y] for both): one way to look up any node's children, as the superposition repositories write
+      an edge.
     A compact vocabulary lists its pieces, then eos and the three Coconut tokens, in GPT-2's order. The
     model, the thought loop and the curriculum only see row ids; `state()` goes into checkpoints.
     """
@@ -323,11 +329,12 @@ class Tokenizer:
             if join_words(words) != t:
                 raise DataError(f"--vocab {kind}: {t[:60]!r} is not spaced as words are rejoined (one space "
                                 "before each word, none before punctuation); use --vocab bpe")
-            if kind == "edges" and join_words(expand_edges(compress_edges(words))) != t:
-                raise DataError(f"--vocab edges: {t[:60]!r} does not read back from three-word statements (only "
+            uniform = kind == "triples"
+            if kind in STATEMENT_VOCABS and join_words(expand_edges(compress_edges(words, uniform), uniform)) != t:
+                raise DataError(f"--vocab {kind}: {t[:60]!r} does not read back from three-word statements (only "
                                 "ProsQA's text does); use --vocab words")
-        if kind == "edges":
-            split = [compress_edges(words) for words in split]
+        if kind in STATEMENT_VOCABS:
+            split = [compress_edges(words, kind == "triples") for words in split]
         return cls(kind, sorted({w for words in split for w in words}))
 
     @classmethod
@@ -352,8 +359,8 @@ class Tokenizer:
         if self.kind == "gpt2":
             return self.enc.encode_ordinary(text)
         units = self.enc.encode_ordinary(text) if self.kind == "bpe" else split_words(text)
-        if self.kind == "edges":
-            units = compress_edges(units)
+        if self.kind in STATEMENT_VOCABS:
+            units = compress_edges(units, self.kind == "triples")
         try:
             return [self.row_of[u] for u in units]
         except KeyError as e:
@@ -382,7 +389,7 @@ class Tokenizer:
         if self.kind == "bpe":
             return self.enc.decode([self.pieces[r] for r in rows])
         words = [self.pieces[r] for r in rows]
-        return join_words(expand_edges(words) if self.kind == "edges" else words)
+        return join_words(expand_edges(words, self.kind == "triples") if self.kind in STATEMENT_VOCABS else words)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -204,7 +204,7 @@ def get_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", action="append", default=[], help="a run folder or .pt; repeat to compare")
     p.add_argument("--split", default="valid", choices=tasks.SPLITS)
-    p.add_argument("--data", default=None, help="a JSON file instead of the run's split")
+    p.add_argument("--data", default=None, help="a JSON file instead of the run's split (report: eval_<file name>.json)")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
     p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k thoughts")
     p.add_argument("--probe", type=nonnegative_int, default=0, help="decode the thoughts of the first N questions "
@@ -339,7 +339,9 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
         outcome_rows += [(f"{meta['method']} k={k}", v["accuracy"], v) for k, v in report["latent_sweep"].items()]
     if args.frontier is not None and graph:
         report["frontier"] = frontier_report(coconut, tok, records, samples, args.frontier, device)
-    out_json = os.path.join(os.path.dirname(ckpt["path"]), f"eval_{args.split}.json")
+    # an ad hoc --data file gets its own report: it must not overwrite the run's own split's
+    name = os.path.splitext(os.path.basename(args.data))[0] if args.data else args.split
+    out_json = os.path.join(os.path.dirname(ckpt["path"]), f"eval_{name}.json")
     data.write_json_atomic(report, out_json, indent=1)
     print(f"  wrote {out_json}")
     if args.plot:

@@ -109,6 +109,20 @@ def test_the_edges_vocabulary_writes_a_statement_in_three_tokens_and_reads_it_ba
         Tokenizer.build("edges", ["Every vumpus is a brimpus. Max is not wooden.\n"])  # ProntoQA's text
 
 
+def test_the_triples_vocabulary_writes_every_statement_in_the_same_three_slots_and_reads_it_back(generated):
+    texts = [t for r in generated for t in data.record_texts(r)]
+    edges, triples = Tokenizer.build("edges", texts), Tokenizer.build("triples", texts)
+    assert all(triples.decode(triples.encode(t)) == t for t in texts)
+    concept, person = generated[0]["steps"][1], generated[0]["steps"][0]  # "Every X is a Y.", "Tom is a X."
+    x, y = concept.rstrip(".").split()[1], concept.rstrip(".").split()[-1]
+    assert [triples.pieces[i] for i in triples.encode(concept)] == [x, "is", y]  # edges: [Every, X, Y]
+    assert [edges.pieces[i] for i in edges.encode(concept)] == ["Every", x, y]
+    assert [triples.pieces[i] for i in triples.encode(person)] == person.rstrip(".").split()[:2] + [x]
+    assert "Every" not in triples.pieces  # the case of a name tells a concept's statement from a person's
+    assert [len(triples.encode(t)) for t in texts] == [len(edges.encode(t)) for t in texts]
+    assert triples.decode(triples.encode(f"{person}\n{concept}")) == f"{person}\n{concept}"
+
+
 def test_hop_tokens_name_the_nodes_at_each_distance_from_the_entity():
     # Tom -> a, c, d; a -> b, d -> b, c -> lempus, b -> lempus; Bob -> e -> scrompus (not reachable from Tom)
     record = {"idx_to_symbol": ["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"], "root": 0,

@@ -92,11 +92,12 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
         assert v == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("vocab,lead", [("gpt2", "Tom is a"), ("words", "Tom is a"), ("edges", "Tom is")])
+@pytest.mark.parametrize("vocab,lead", [("gpt2", "Tom is a"), ("words", "Tom is a"), ("edges", "Tom is"),
+                                        ("triples", "Tom is")])
 def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons(vocab, lead):
     """GRAPH's persons are Tom (children a, c, d) and Bob (child e). A stub putting 1/2 on "a", 1/4 on "e" and 1/4
     on "lempus" where the first step names a concept: 1/2 on Tom's own children, 1/4 on Bob's; the same whether
-    that place is after "Tom is a" (CoT; "Tom is" in the edges vocabulary) or the first thought read through the
+    that place is after "Tom is a" (CoT; "Tom is" in the edges and triples vocabularies) or the first thought read through the
     output head."""
     record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"],
                   question="Tom is a a. Bob is a e. Every e is a scrompus. Is Tom a lempus or scrompus?")
@@ -252,7 +253,8 @@ def test_eval_splits_a_fixed_file_as_labelled_by_hand(tmp_path):
                 "--max_latent_stage", "1", "--epochs_per_stage", "1", "--num_epochs", "1", "--batch_size", "4",
                 "--micro_batch", "2", "--max_new_tokens", "8", "--data_dir", str(folder), "--out_dir", str(tmp_path / "r")])
     ev.main(["--ckpt", str(tmp_path / "r"), "--data", str(folder / "prosqa_test.json"), "--split", "test"])
-    report = json.load(open(tmp_path / "r" / "eval_test.json"))
+    assert not (tmp_path / "r" / "eval_test.json").exists()  # an ad hoc file's report is named after the file
+    report = json.load(open(tmp_path / "r" / "eval_prosqa_test.json"))
     rows, summary = report["rows"], report["summary"]
     assert [row["shortcut"] for row in rows] == by_hand
     with_sc = [row["correct"] for row, s in zip(rows, by_hand) if s]
