@@ -242,7 +242,7 @@ def eval_inputs(args, ckpt):
     meta, run_args = ckpt["meta"], ckpt["args"]
     if not args.data and run_args.get("generated_data") and args.split in LAPTOP_HELD_OUT:
         tasks.ensure_held_out(run_args["data_dir"], run_args["seed"], run_args["nodes"], run_args["path"],
-                              LAPTOP_HELD_OUT)  # a generated run's questions, wherever it is evaluated
+                              LAPTOP_HELD_OUT, run_args.get("names", "split"))  # wherever it is evaluated
     data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
     records = data.load_records(data_path, graph=meta["dataset"] == "prosqa")[: args.limit]
     tok = data.Tokenizer.from_state(ckpt["vocab"])

@@ -33,7 +33,7 @@ DEFAULTS = dict(  # every run
     dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, latent_stop="fixed",
     icot_tokens_per_stage=8, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
     n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"],
-    frontier_loss=0.0, shallow_share=0.0, pos_init="normal")  # levers beyond the paper, off
+    frontier_loss=0.0, shallow_share=0.0, pos_init="normal", names="split")  # levers beyond the paper, off
 # The paper's recipe (§4: GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr),
 # then what differs per dataset (the reference's configs). micro_batch only splits the batch: 8 on a CPU.
 PAPER = dict(lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, init_std=0.02, uniform_prob=0.0,

@@ -186,14 +186,19 @@ def prosqa_question_graph(rng, nodes, path, one_step=False):
     return parents, root, dist, rng.choice([i for i in targets if dist[i] == far]), rng.choice(negatives)
 
 
-def prosqa_sample(rng, nodes=(17, 28), path=(3, 6), one_step=False):
-    """A ProsQA record: a question graph (prosqa_question_graph), its nodes named and its edges written out."""
+def prosqa_sample(rng, nodes=(17, 28), path=(3, 6), one_step=False, names="split"):
+    """A ProsQA record: a question graph (prosqa_question_graph), its nodes named and its edges written out.
+    names="shared" (--names, beyond the paper) names persons and concepts from one pool, so that any name can be
+    either: a lookup a model learns for concepts ("Every X is a") then has to serve persons too."""
     parents, root, dist, target, neg = prosqa_question_graph(rng, nodes, path, one_step)
     n = len(parents)
     people = [i for i in range(n) if not parents[i]]
     # names are unique within a graph
-    symbol = dict(zip(people, rng.sample(PERSON_NAMES, len(people))))
-    symbol.update(zip([i for i in range(n) if parents[i]], rng.sample(CONCEPT_NAMES, n - len(people))))
+    if names == "shared":
+        symbol = dict(zip([*people, *(i for i in range(n) if parents[i])], rng.sample(PERSON_NAMES + CONCEPT_NAMES, n)))
+    else:
+        symbol = dict(zip(people, rng.sample(PERSON_NAMES, len(people))))
+        symbol.update(zip([i for i in range(n) if parents[i]], rng.sample(CONCEPT_NAMES, n - len(people))))
     idx_to_symbol = [symbol[i] for i in range(n)]
     edges = [[p, c] for c in range(n) for p in parents[c]]
     rng.shuffle(edges)
@@ -233,7 +238,7 @@ def is_held_out(question):
     return question_key(question) % HELD_OUT_EVERY == 0
 
 
-def prosqa_records(rng, size, nodes, path, held_out, seen, one_step=False):
+def prosqa_records(rng, size, nodes, path, held_out, seen, one_step=False, names="split"):
     """`size` new records of one side of the held-out partition; each question's key is added to `seen`, and a
     question already in `seen` is drawn again. Within the official 3-6-step range each record's length is first
     drawn from OFFICIAL_PATH_SHARES (see generate_prosqa)."""
@@ -242,9 +247,9 @@ def prosqa_records(rng, size, nodes, path, held_out, seen, one_step=False):
     while len(out) < size:
         if shares:
             length = rng.choices(list(shares), weights=list(shares.values()))[0]
-            r = prosqa_sample(rng, nodes, (length, length))
+            r = prosqa_sample(rng, nodes, (length, length), names=names)
         else:
-            r = prosqa_sample(rng, nodes, path, one_step)
+            r = prosqa_sample(rng, nodes, path, one_step, names)
         key = question_key(r["question"])
         if is_held_out(r["question"]) == held_out and key not in seen:
             seen.add(key)
@@ -252,34 +257,34 @@ def prosqa_records(rng, size, nodes, path, held_out, seen, one_step=False):
     return out
 
 
-def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
+def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6), names="split"):
     """Splits of ProsQA-style records; deterministic for a seed; no question appears in two splits, and
     validation and test questions are held out (is_held_out) from every training set of any seed. In the
     official 3-6-step range each record's length is first drawn from the official split's shares
     (OFFICIAL_PATH_SHARES), which the rules alone do not reproduce (docs/results.md); other ranges keep the
     lengths the rules give."""
     rng, seen = random.Random(seed), set()
-    return {split: prosqa_records(rng, size, nodes, path, split in HELD_OUT_SPLITS, seen)
+    return {split: prosqa_records(rng, size, nodes, path, split in HELD_OUT_SPLITS, seen, names=names)
             for split, size in sizes.items()}
 
 
-def prosqa_epoch(seed, epoch, size, nodes, path, seen, shallow=0):
+def prosqa_epoch(seed, epoch, size, nodes, path, seen, shallow=0, names="split"):
     """Epoch `epoch`'s training questions of the endless stream: `size` records never held out and never in
     `seen` (the keys of every earlier epoch's questions; this epoch's are added). A pure function of the seed
     and the epoch once `seen` holds epochs 0..epoch-1, which is what makes --resume exact. `shallow` of them
     (--shallow_share, beyond the paper) are one-step questions, drawn after the others."""
     rng = random.Random(f"prosqa-stream-{seed}-{epoch}")
-    records = prosqa_records(rng, size - shallow, nodes, path, False, seen)
-    return records + prosqa_records(rng, shallow, nodes, (1, 1), False, seen, one_step=True) if shallow else records
+    records = prosqa_records(rng, size - shallow, nodes, path, False, seen, names=names)
+    return records + prosqa_records(rng, shallow, nodes, (1, 1), False, seen, True, names) if shallow else records
 
 
-def ensure_held_out(data_dir, seed, nodes, path, sizes):
+def ensure_held_out(data_dir, seed, nodes, path, sizes, names="split"):
     """{split: path} of a generated run's validation and test questions in data_dir, generated if missing: a pure
     function of the seed and the graph sizes, so a run folder (or a shipped model) finds the same questions
     anywhere."""
     paths = {s: os.path.join(data_dir, f"prosqa_{s}.json") for s in sizes}
     if not all(os.path.exists(p) for p in paths.values()):
-        for s, records in generate_prosqa(sizes, seed, tuple(nodes), tuple(path)).items():
+        for s, records in generate_prosqa(sizes, seed, tuple(nodes), tuple(path), names).items():
             write_json_atomic(records, paths[s])
     return paths
 

@@ -101,6 +101,8 @@ def get_args(argv=None):
                    "questions every epoch, none ever repeated; 0 repeats one fixed set of that size"))
     p.add_argument("--shallow_share", type=probability, help=h("shallow_share", "beyond the paper: the share of "
                    "one-step questions in generated ProsQA's first epoch, falling linearly to 0 by the last"))
+    p.add_argument("--names", choices=("split", "shared"), help=h("names", "beyond the paper: generated ProsQA "
+                   "names persons and concepts from their own pools (split), or from one (shared)"))
     p.add_argument("--val_size", type=positive_int, help=h("val_size", "use the first N validation records"))
     p.add_argument("--nodes", type=int, nargs=2, help=h("nodes", "generated ProsQA graph sizes (min max)"))
     p.add_argument("--path", type=int, nargs=2, help=h("path", "generated ProsQA path lengths (min max)"))
@@ -138,7 +140,8 @@ def resolve(args, device):
         args.vocab = "words" if args.model == "tiny" and args.dataset != "gsm8k" else "gpt2"
     args.generated_data = laptop
     if laptop:
-        args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
+        args.data_dir = (f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
+                         + ("-shared" if args.names == "shared" else ""))
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
                     f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
         notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"
@@ -174,6 +177,8 @@ def check_args(args, world):
          "starts a model's position table: only for --model tiny without --init_from")
     need(args.generated_data or not args.shallow_share, "--shallow_share", args.shallow_share,
          "mixes generated one-step questions in: only for --model tiny --dataset prosqa without --data_dir")
+    need(args.generated_data or args.names == "split", "--names", args.names,
+         "names generated ProsQA-mini's nodes: only for --model tiny --dataset prosqa without --data_dir")
     need(args.generated_data or not args.stream, "--stream", args.stream,
          "draws generated ProsQA-mini: only for --model tiny --dataset prosqa without --data_dir")
     if args.generated_data:
@@ -228,7 +233,7 @@ def load_splits(args, log):
     generated ProsQA, every word the generator can write."""
     if args.generated_data:
         # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
-        paths = tasks.ensure_held_out(args.data_dir, args.seed, args.nodes, args.path, LAPTOP_HELD_OUT)
+        paths = tasks.ensure_held_out(args.data_dir, args.seed, args.nodes, args.path, LAPTOP_HELD_OUT, args.names)
         held_out = {s: data.load_records(p, graph=True) for s, p in paths.items()}
         texts = tasks.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs
                                                    for t in data.record_texts(r)]
@@ -263,7 +268,7 @@ def check_lengths(named_samples, stages, args, tok, block_size):
 def epoch_records(args, epoch, seen):
     """Generated ProsQA-mini: epoch `epoch`'s training questions, none of `seen` (their keys join it)."""
     return tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen,
-                              shallow_questions(args, epoch))
+                              shallow_questions(args, epoch), args.names)
 
 
 def shallow_questions(args, epoch):

@@ -63,6 +63,8 @@ def refused(call, args):
      "error: --latent_stop classifier: only for --method coconut or no-curriculum, not cot"),
     (["--shallow_share", "0.3"], "error: --shallow_share 0.3: mixes generated one-step questions in: only for "
                                  "--model tiny --dataset prosqa without --data_dir"),
+    (["--names", "shared"], "error: --names shared: names generated ProsQA-mini's nodes: only for --model tiny "
+                            "--dataset prosqa without --data_dir"),
     (["--method", "cot", "--frontier_loss", "1"],
      "error: --frontier_loss 1.0: scores thoughts on a graph: only for --dataset prosqa and --method coconut or "
      "no-curriculum"),

@@ -361,6 +361,27 @@ def test_an_epoch_with_shallow_questions_holds_exactly_that_many_one_step_questi
     assert len(seen) == 60 and not any(tasks.is_held_out(r["question"]) for r in mixed)
 
 
+def test_shared_names_let_any_name_be_a_person_or_a_concept_and_leave_the_split_stream_as_it_was():
+    split = tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set())
+    assert split == tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set(), names="split")
+    shared = tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set(), names="shared")
+    pool, roles = set(tasks.PERSON_NAMES) | set(tasks.CONCEPT_NAMES), {}
+    for r in shared:
+        sym, persons = r["idx_to_symbol"], data.persons(r)
+        assert len(set(sym)) == len(sym) and set(sym) <= pool
+        for i, name in enumerate(sym):
+            roles.setdefault(name, set()).add(i in persons)
+            # a person's statements read "X is a Y.", a concept's "Every X is a Y.", whatever the name
+            for p, c in r["edges"]:
+                if p == i:
+                    assert ("Every " if i not in persons else "") + f"{name} is a {sym[c]}." in r["question"]
+    assert any(roles[n] == {True, False} for n in tasks.PERSON_NAMES)  # a person's name used for a concept
+    assert any(roles[n] == {True, False} for n in tasks.CONCEPT_NAMES)  # and a concept's for a person
+    for r in split:  # a person: a node no edge points to
+        parentless = set(range(len(r["idx_to_symbol"]))) - {c for _, c in r["edges"]}
+        assert all((sym in tasks.PERSON_NAMES) == (i in parentless) for i, sym in enumerate(r["idx_to_symbol"]))
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--nodes", "4", "5"], "--nodes 4 5: MIN must be at most MAX, at least 7"),
     (["--nodes", "9", "8"], "--nodes 9 8"),

@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, TINY_FLAGS, gpt2_tokenizer
 import data
 import tasks
-from run import generate_texts, load_checkpoint, model_from_checkpoint
+from run import LAPTOP_HELD_OUT, generate_texts, load_checkpoint, model_from_checkpoint
 import eval as ev
 import train
 
@@ -298,6 +298,18 @@ def test_resume_with_the_stream_equals_uninterrupted_bit_for_bit(tmp_path, monke
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
+
+
+def test_a_shared_names_run_draws_and_holds_out_its_own_questions_and_they_come_back_where_it_is_evaluated(
+        tmp_path, monkeypatch):
+    drawn, _ = stream_run(tmp_path, monkeypatch, "run", "--num_epochs", "1", "--names", "shared")
+    folder = tmp_path / "data" / "prosqa-mini-n6-9-p2-3-s0-shared"  # not the split-names run's questions
+    held_out = tasks.generate_prosqa(LAPTOP_HELD_OUT, 0, (6, 9), (2, 3), "shared")
+    assert json.loads((folder / "prosqa_test.json").read_text()) == held_out["test"]
+    assert drawn[0] == [r["question"] for r in PROSQA_EPOCH(0, 0, len(drawn[0]), (6, 9), (2, 3), set(), 0, "shared")]
+    shutil.rmtree(tmp_path / "data")
+    ev.main(["--ckpt", "run", "--split", "test"])
+    assert json.loads((folder / "prosqa_test.json").read_text()) == held_out["test"]
 
 
 def test_a_generated_runs_questions_come_back_where_it_is_evaluated_and_its_export_evaluates_alike(tmp_path,
