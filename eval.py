@@ -160,6 +160,23 @@ def person_binding(coconut, tok, record, sample, thoughts, device):
     return float(p[sorted(own)].sum()), float(p[sorted(other)].sum())
 
 
+@torch.no_grad()
+def concept_lookup(coconut, tok, record, sample, device):
+    """The same lookup one step later, for a written chain: after the gold first step, where the second step names
+    its concept ("Every X is a"), the probability on the names of X's own children. A model that reads a
+    concept's statements but not a person's scores high here and splits the first step (person_binding).
+    None for a one-step question."""
+    if len(record["steps"]) < 2:
+        return None
+    sym, children = record["idx_to_symbol"], data.children_of(record)
+    concept = sym.index(record["steps"][0].rstrip(".").split()[-1])
+    own = sorted({tok.encode(" " + sym[c])[0] for c in children[concept]})
+    step, name = sample["steps"][1], record["steps"][1].rstrip(".").split()[-1]
+    ids = sample["question"] + sample["steps"][0] + step[:step.index(tok.encode(" " + name)[0], 1)]
+    p = coconut(torch.tensor([ids], device=device)).logits[0, -1].float().softmax(-1)
+    return float(p[own].sum())
+
+
 def node_height(record):
     """Shortest distance to a leaf (the paper defines height inconsistently; this is our reading)."""
     n = len(record["idx_to_symbol"])
@@ -327,6 +344,13 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
                                     "other_persons_children": sum(p[1] for p in pairs) / len(pairs)}
             print(f"  first step: {report['first_step']['own_children']:.3f} of the probability on the person's own "
                   f"children, {report['first_step']['other_persons_children']:.3f} on other persons' (the binding)")
+        if method.drops == "none":  # a second step written: the concept's lookup, for comparison
+            looks = [v for v in (concept_lookup(coconut, tok, r, s, device) for r, s in zip(records, samples))
+                     if v is not None]
+            if looks:
+                report["second_step"] = {"own_children": sum(looks) / len(looks), "n": len(looks)}
+                print(f"  second step: {report['second_step']['own_children']:.3f} of the probability on the first "
+                      "step's concept's own children (the same lookup for a concept)")
     if args.probe:
         report["probes"] = []
         for r, s in list(zip(records, samples))[: args.probe]:

@@ -92,13 +92,14 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
         assert v == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("vocab,lead", [("gpt2", "Tom is a"), ("words", "Tom is a"), ("edges", "Tom is"),
-                                        ("triples", "Tom is")])
-def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons(vocab, lead):
+@pytest.mark.parametrize("vocab,lead,second", [("gpt2", "Tom is a", "Every c is a"), ("words", "Tom is a", "Every c is a"),
+                                               ("edges", "Tom is", "Every c"), ("triples", "Tom is", "c is")])
+def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons(vocab, lead,
+                                                                                                  second):
     """GRAPH's persons are Tom (children a, c, d) and Bob (child e). A stub putting 1/2 on "a", 1/4 on "e" and 1/4
     on "lempus" where the first step names a concept: 1/2 on Tom's own children, 1/4 on Bob's; the same whether
-    that place is after "Tom is a" (CoT; "Tom is" in the edges and triples vocabularies) or the first thought read through the
-    output head."""
+    that place is after "Tom is a" (CoT; "Tom is" in the edges and triples vocabularies) or the first thought read
+    through the output head. One step later, after "Every c is a", 1/4 on c's own child, lempus."""
     record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"],
                   question="Tom is a a. Bob is a e. Every e is a scrompus. Is Tom a lempus or scrompus?")
     texts = data.record_texts(record) + [" ".join(record["idx_to_symbol"])]
@@ -126,6 +127,14 @@ def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_
     assert ev.person_binding(Written(), tok, record, sample, False, "cpu") == pytest.approx((0.5, 0.25))
     assert ev.person_binding(Thought(), tok, record, sample, True, "cpu") == pytest.approx((0.5, 0.25))
 
+    class SecondStep(torch.nn.Module):  # the concept's lookup: after the first step, where the second names Y
+        def forward(self, ids):
+            assert ids[0].tolist() == sample["question"] + sample["steps"][0] + tok.encode(second)
+            return SimpleNamespace(logits=logits.expand(*ids.shape, -1))
+
+    assert ev.concept_lookup(SecondStep(), tok, record, sample, "cpu") == pytest.approx(0.25)  # c's child: lempus
+    assert ev.concept_lookup(SecondStep(), tok, dict(record, steps=record["steps"][:1]), sample, "cpu") is None
+
 
 @pytest.fixture(scope="module")
 def trained(mini_dir, tmp_path_factory):
@@ -145,6 +154,8 @@ def test_the_latent_sweep_classifies_every_question_once_and_draws_its_figures(t
              "--plot", str(tmp_path / "figs")])
     report = json.load(open(trained.out / "eval_test.json"))
     assert report["summary"]["n"] == len(trained.records) == 4
+    assert 0 <= report["first_step"]["own_children"] <= 1  # Coconut's first thought through the output head
+    assert "second_step" not in report  # its second step is thought too: only a written chain's is read
     for shares in [report["outcomes"]] + [report["latent_sweep"][k] for k in ("0", "1")]:
         assert sum(shares[o] for o in ev.OUTCOMES) == pytest.approx(1.0)  # exhaustive and disjoint
     assert sorted(os.listdir(tmp_path / "figs")) == ["fig5_outcomes.png", "fig8_parallelism_k1.png", "fig9_height_k1.png"]
