@@ -221,7 +221,8 @@ def get_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", action="append", default=[], help="a run folder or .pt; repeat to compare")
     p.add_argument("--split", default="valid", choices=tasks.SPLITS)
-    p.add_argument("--data", default=None, help="a JSON file instead of the run's split (report: eval_<file name>.json)")
+    p.add_argument("--data", default=None, help="a JSON file instead of the run's split (its report: "
+                   "eval_<file name>.json)")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
     p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k thoughts")
     p.add_argument("--probe", type=nonnegative_int, default=0, help="decode the thoughts of the first N questions "

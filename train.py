@@ -140,8 +140,8 @@ def resolve(args, device):
         args.vocab = "words" if args.model == "tiny" and args.dataset != "gsm8k" else "gpt2"
     args.generated_data = laptop
     if laptop:
-        args.data_dir = (f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
-                         + ("-shared" if args.names == "shared" else ""))
+        args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
+        args.data_dir += "-shared" if args.names == "shared" else ""  # their own held-out questions
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
                     f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
         notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"

@@ -92,7 +92,8 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
         assert v == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("vocab,lead,second", [("gpt2", "Tom is a", "Every c is a"), ("words", "Tom is a", "Every c is a"),
+@pytest.mark.parametrize("vocab,lead,second", [("gpt2", "Tom is a", "Every c is a"),
+                                               ("words", "Tom is a", "Every c is a"),
                                                ("edges", "Tom is", "Every c"), ("triples", "Tom is", "c is")])
 def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons(vocab, lead,
                                                                                                   second):
