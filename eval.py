@@ -86,6 +86,8 @@ def guessed_then_walked_back(record, text):
     index = {s: i for i, s in enumerate(sym)}
     children = data.children_of(record)
     words = [s.strip().rstrip(".").split() for s in text.split("#")[0].strip().split("\n") if s.strip()]
+    if words and words[0][:1] == ["Every"]:  # --names alike writes the person's statement as a concept's
+        words[0] = words[0][1:]
     if not words or len(words[0]) != 4 or words[0][0] != sym[record["root"]]:
         return False
     chain = [words[0][3]]  # "<subject> is a X", then "Every X is a Y", ...
@@ -116,7 +118,8 @@ def frontier_values(coconut, tok, record, sample, k, device):
     dist = data.bfs(data.children_of(record), record["root"])[0]
     frontier = [n for n, d in dist.items() if d == k]
     prompt = data.thought_prefix(sample, k, True, tok.special)
-    lead = tok.encode(f"{sym[record['root']]} is a" if k == 0 else "Every")
+    # the first step's words before its concept ("Tom is a"; "Every Tom is a" with --names alike)
+    lead = tok.encode(record["steps"][0].rsplit(" ", 1)[0] if k == 0 else "Every")
     values = {}
     for node in frontier:
         name = tok.encode(" " + sym[node])

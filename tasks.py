@@ -189,12 +189,14 @@ def prosqa_question_graph(rng, nodes, path, one_step=False):
 def prosqa_sample(rng, nodes=(17, 28), path=(3, 6), one_step=False, names="split"):
     """A ProsQA record: a question graph (prosqa_question_graph), its nodes named and its edges written out.
     names="shared" (--names, beyond the paper) names persons and concepts from one pool, so that any name can be
-    either: a lookup a model learns for concepts ("Every X is a") then has to serve persons too."""
+    either: a lookup a model learns for concepts ("Every X is a") then has to serve persons too; "alike" also
+    writes a person's statements as a concept's ("Every Tom is a X."), so that nothing but the graph tells a
+    person from a concept (the answer keeps "Tom is a Y.")."""
     parents, root, dist, target, neg = prosqa_question_graph(rng, nodes, path, one_step)
     n = len(parents)
     people = [i for i in range(n) if not parents[i]]
     # names are unique within a graph
-    if names == "shared":
+    if names in ("shared", "alike"):
         symbol = dict(zip([*people, *(i for i in range(n) if parents[i])], rng.sample(PERSON_NAMES + CONCEPT_NAMES, n)))
     else:
         symbol = dict(zip(people, rng.sample(PERSON_NAMES, len(people))))
@@ -204,7 +206,8 @@ def prosqa_sample(rng, nodes=(17, 28), path=(3, 6), one_step=False, names="split
     rng.shuffle(edges)
 
     def statement(p, c):
-        return f"{symbol[p]} is a {symbol[c]}." if not parents[p] else f"Every {symbol[p]} is a {symbol[c]}."
+        every = "Every " if parents[p] or names == "alike" else ""
+        return f"{every}{symbol[p]} is a {symbol[c]}."
 
     # One shortest path, ties broken at random: walk back from the target through nodes one step closer.
     route = [target]

@@ -101,8 +101,9 @@ def get_args(argv=None):
                    "questions every epoch, none ever repeated; 0 repeats one fixed set of that size"))
     p.add_argument("--shallow_share", type=probability, help=h("shallow_share", "beyond the paper: the share of "
                    "one-step questions in generated ProsQA's first epoch, falling linearly to 0 by the last"))
-    p.add_argument("--names", choices=("split", "shared"), help=h("names", "beyond the paper: generated ProsQA "
-                   "names persons and concepts from their own pools (split), or from one (shared)"))
+    p.add_argument("--names", choices=("split", "shared", "alike"), help=h("names", "beyond the paper: generated "
+                   "ProsQA names persons and concepts from their own pools (split), from one (shared), or from one "
+                   "with a person's statements written as a concept's, 'Every Tom is a X.' (alike)"))
     p.add_argument("--val_size", type=positive_int, help=h("val_size", "use the first N validation records"))
     p.add_argument("--nodes", type=int, nargs=2, help=h("nodes", "generated ProsQA graph sizes (min max)"))
     p.add_argument("--path", type=int, nargs=2, help=h("path", "generated ProsQA path lengths (min max)"))
@@ -141,7 +142,7 @@ def resolve(args, device):
     args.generated_data = laptop
     if laptop:
         args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
-        args.data_dir += "-shared" if args.names == "shared" else ""  # their own held-out questions
+        args.data_dir += "" if args.names == "split" else f"-{args.names}"  # their own held-out questions
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
                     f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
         notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"

@@ -361,7 +361,7 @@ def test_an_epoch_with_shallow_questions_holds_exactly_that_many_one_step_questi
     assert len(seen) == 60 and not any(tasks.is_held_out(r["question"]) for r in mixed)
 
 
-def test_shared_names_let_any_name_be_a_person_or_a_concept_and_leave_the_split_stream_as_it_was():
+def test_shared_names_let_any_name_be_a_person_or_a_concept_alike_writes_persons_as_concepts_and_split_is_unchanged():
     split = tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set())
     assert split == tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set(), names="split")
     shared = tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set(), names="shared")
@@ -377,6 +377,12 @@ def test_shared_names_let_any_name_be_a_person_or_a_concept_and_leave_the_split_
                     assert ("Every " if i not in persons else "") + f"{name} is a {sym[c]}." in r["question"]
     assert any(roles[n] == {True, False} for n in tasks.PERSON_NAMES)  # a person's name used for a concept
     assert any(roles[n] == {True, False} for n in tasks.CONCEPT_NAMES)  # and a concept's for a person
+    alike = tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set(), names="alike")
+    for r in alike:  # one pool, and every statement written as a concept's; the answer as before
+        sym = r["idx_to_symbol"]
+        assert all(f"Every {sym[p]} is a {sym[c]}." in r["question"] for p, c in r["edges"])
+        assert r["steps"][0].startswith(f"Every {sym[r['root']]} is a ") and r["answer"] == f"{sym[r['root']]} is a " \
+            f"{sym[r['target']]}."
     for r in split:  # a person: a node no edge points to
         parentless = set(range(len(r["idx_to_symbol"]))) - {c for _, c in r["edges"]}
         assert all((sym in tasks.PERSON_NAMES) == (i in parentless) for i, sym in enumerate(r["idx_to_symbol"]))

@@ -56,6 +56,8 @@ WALKED_BACK_CASES = [
     ("Tom is a e.\nEvery b is a scrompus.\n### Tom is a scrompus.", False),  # a broken chain
     ("Bob is a e.\nEvery e is a scrompus.\n### Tom is a scrompus.", False),  # starts elsewhere than the subject
     ("### Tom is a scrompus.", False),  # nothing written
+    ("Every Tom is a e.\nEvery e is a scrompus.\n### Tom is a scrompus.", True),  # --names alike's first step
+    ("Every Tom is a c.\nEvery c is a lempus.\n### Tom is a lempus.", False),
 ]
 
 
