@@ -106,6 +106,13 @@ def guessed_then_walked_back(record, text):
 # ----------------------------------------------------------------------------------------------------------
 # §5.2 frontier values: how much probability the model puts on each node k steps from the entity.
 
+def concept_lead(tok, record, sample, k):
+    """Step k's tokens before the concept it names, in the model's own vocabulary: "Tom is a", "Every X is a"
+    ("Tom is", "Every X" in the edges vocabulary; "Every Tom is a" with --names alike)."""
+    step, name = sample["steps"][k], record["steps"][k].rstrip(".").split()[-1]
+    return step[:step.index(tok.encode(" " + name)[0], 1)]
+
+
 @torch.no_grad()
 def frontier_values(coconut, tok, record, sample, k, device):
     """After k thoughts the model switches to language; the value of a frontier node (distance k from the
@@ -118,8 +125,7 @@ def frontier_values(coconut, tok, record, sample, k, device):
     dist = data.bfs(data.children_of(record), record["root"])[0]
     frontier = [n for n, d in dist.items() if d == k]
     prompt = data.thought_prefix(sample, k, True, tok.special)
-    # the first step's words before its concept ("Tom is a"; "Every Tom is a" with --names alike)
-    lead = tok.encode(record["steps"][0].rsplit(" ", 1)[0] if k == 0 else "Every")
+    lead = concept_lead(tok, record, sample, 0) if k == 0 else tok.encode("Every")
     values = {}
     for node in frontier:
         name = tok.encode(" " + sym[node])
@@ -155,9 +161,8 @@ def person_binding(coconut, tok, record, sample, thoughts, device):
     if thoughts:
         out = coconut.run_thoughts(torch.tensor([data.thought_prefix(sample, 1, True, tok.special)], device=device))
         logits = coconut.model.lm_head(out.inputs_embeds[0, len(sample["question"]) + 1])
-    else:  # the written first step up to its concept's name, in the model's own vocabulary ("Tom is a", "Tom is")
-        step, name = sample["steps"][0], record["steps"][0].rstrip(".").split()[-1]
-        ids = sample["question"] + step[:step.index(tok.encode(" " + name)[0], 1)]
+    else:  # the written first step up to its concept's name
+        ids = sample["question"] + concept_lead(tok, record, sample, 0)
         logits = coconut(torch.tensor([ids], device=device)).logits[0, -1]
     p = logits.float().softmax(-1)
     return float(p[sorted(own)].sum()), float(p[sorted(other)].sum())
@@ -174,8 +179,7 @@ def concept_lookup(coconut, tok, record, sample, device):
     sym, children = record["idx_to_symbol"], data.children_of(record)
     concept = sym.index(record["steps"][0].rstrip(".").split()[-1])
     own = sorted({tok.encode(" " + sym[c])[0] for c in children[concept]})
-    step, name = sample["steps"][1], record["steps"][1].rstrip(".").split()[-1]
-    ids = sample["question"] + sample["steps"][0] + step[:step.index(tok.encode(" " + name)[0], 1)]
+    ids = sample["question"] + sample["steps"][0] + concept_lead(tok, record, sample, 1)
     p = coconut(torch.tensor([ids], device=device)).logits[0, -1].float().softmax(-1)
     return float(p[own].sum())
 
