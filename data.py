@@ -218,8 +218,8 @@ def example_batches(examples, batch_size, bucket, rng, latent_id):
 
 GPT2_INIT_ID = 16791  # "<<": the reference starts the three new rows as copies of it "to stabilise training"
 SPECIAL_NAMES = ("<|endoftext|>", "<|start-latent|>", "<|end-latent|>", "<|latent|>")
-VOCABS = ("gpt2", "bpe", "words", "edges", "triples")
-STATEMENT_VOCABS = ("edges", "triples")  # ProsQA's statements in three words
+VOCABS = ("gpt2", "bpe", "words", "edges", "triples", "pairs")
+STATEMENT_VOCABS = ("edges", "triples", "pairs")  # ProsQA's statements in three words
 # GPT-2's pre-tokenizer: the "words" its BPE never merges across (a leading space belongs to the word)
 WORD_PATTERN = re.compile(r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
 
@@ -240,31 +240,35 @@ def join_words(words):
     return "".join(out)
 
 
-def compress_edges(words, uniform=False):
-    """ProsQA's statements in three words (--vocab edges and triples, beyond the paper), so that a question spends
-    its tokens on names: "X is a Y." becomes [X, is, Y]; "Every X is a Y." becomes [Every, X, Y] (edges) or,
-    uniform (triples), [X, is, Y] like a person's, the name's case telling a concept from a person."""
+def compress_edges(words, kind="edges"):
+    """ProsQA's statements in three words (--vocab edges, triples and pairs, beyond the paper), so that a question
+    spends its tokens on names. "Every X is a Y." becomes [Every, X, Y] and "X is a Y." [X, is, Y] (edges);
+    triples writes both as [X, is, Y], the name's case telling a concept from a person; pairs writes a person's
+    as [X, Y, .], so that in every statement the child directly follows its parent."""
     out, i = [], 0
     while i < len(words):
         w = words[i:i + 6]
         if len(w) == 6 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[5] == ".":
-            out, i = out + ([w[1], "is", w[4]] if uniform else ["Every", w[1], w[4]]), i + 6
+            out, i = out + ([w[1], "is", w[4]] if kind == "triples" else ["Every", w[1], w[4]]), i + 6
         elif len(w) >= 5 and w[0] != "Every" and w[1:3] == ["is", "a"] and w[4] == ".":
-            out, i = out + [w[0], "is", w[3]], i + 5
+            out, i = out + ([w[0], w[3], "."] if kind == "pairs" else [w[0], "is", w[3]]), i + 5
         else:
             out, i = out + [words[i]], i + 1
     return out
 
 
-def expand_edges(words, uniform=False):
+def expand_edges(words, kind="edges"):
     """The inverse of compress_edges (what a model writes in three words is read back as the statement)."""
     out, i = [], 0
     while i < len(words):
-        if i + 2 < len(words) and words[i] == "Every" and words[i + 1] not in ("is", "\n") and words[i + 2] != "\n":
-            out, i = out + ["Every", words[i + 1], "is", "a", words[i + 2], "."], i + 3
-        elif i + 2 < len(words) and words[i + 1] == "is" and words[i + 2] != "\n":
-            every = ["Every"] if uniform and words[i][:1].islower() else []  # ProsQA's concepts are lower case
-            out, i = out + every + [words[i], "is", "a", words[i + 2], "."], i + 3
+        w = words[i:i + 3]
+        if len(w) == 3 and w[0] == "Every" and w[1] not in ("is", "\n") and w[2] != "\n":
+            out, i = out + ["Every", w[1], "is", "a", w[2], "."], i + 3
+        elif len(w) == 3 and kind != "pairs" and w[1] == "is" and w[2] != "\n":
+            every = ["Every"] if kind == "triples" and w[0][:1].islower() else []  # ProsQA's concepts are lower case
+            out, i = out + every + [w[0], "is", "a", w[2], "."], i + 3
+        elif len(w) == 3 and kind == "pairs" and w[0][:1].isalpha() and w[1][:1].isalpha() and w[2] == ".":
+            out, i = out + [w[0], "is", "a", w[1], "."], i + 3
         else:
             out, i = out + [words[i]], i + 1
     return out
@@ -283,7 +287,7 @@ def gpt2_encoding():
 
 
 class Tokenizer:
-    """Text -> row ids of the model's embedding, and back. One of three vocabularies (`kind`):
+    """Text -> row ids of the model's embedding, and back. One of these vocabularies (`kind`):
 
     - "gpt2": GPT-2's BPE ids as released, then the three Coconut tokens: 50,260 rows (a pretrained GPT-2).
     - "bpe": the same BPE pieces, but a row only for those in `pieces` (the GPT-2 ids of the dataset). A
@@ -297,6 +301,10 @@ class Tokenizer:
     - "triples" (beyond the paper): as "edges", but a concept's statement in the same three slots as a person's
       ([X, is, Y] for both): one way to look up any node's children, as the superposition repositories write
       an edge.
+    - "pairs" (beyond the paper): as "edges", but a person's statement as [X, Y, .]: in every statement the child
+      directly follows its parent, so that looking up a node's children is copying the token after it (an
+      induction head). Models on edges learned that lookup for concepts, [Every, X, Y], and never for persons,
+      [X, is, Y], whose child sits two tokens on (docs/results.md, lever c3).
     A compact vocabulary lists its pieces, then eos and the three Coconut tokens, in GPT-2's order. The
     model, the thought loop and the curriculum only see row ids; `state()` goes into checkpoints.
     """
@@ -329,12 +337,11 @@ class Tokenizer:
             if join_words(words) != t:
                 raise DataError(f"--vocab {kind}: {t[:60]!r} is not spaced as words are rejoined (one space "
                                 "before each word, none before punctuation); use --vocab bpe")
-            uniform = kind == "triples"
-            if kind in STATEMENT_VOCABS and join_words(expand_edges(compress_edges(words, uniform), uniform)) != t:
+            if kind in STATEMENT_VOCABS and join_words(expand_edges(compress_edges(words, kind), kind)) != t:
                 raise DataError(f"--vocab {kind}: {t[:60]!r} does not read back from three-word statements (only "
                                 "ProsQA's text does); use --vocab words")
         if kind in STATEMENT_VOCABS:
-            split = [compress_edges(words, kind == "triples") for words in split]
+            split = [compress_edges(words, kind) for words in split]
         return cls(kind, sorted({w for words in split for w in words}))
 
     @classmethod
@@ -360,7 +367,7 @@ class Tokenizer:
             return self.enc.encode_ordinary(text)
         units = self.enc.encode_ordinary(text) if self.kind == "bpe" else split_words(text)
         if self.kind in STATEMENT_VOCABS:
-            units = compress_edges(units, self.kind == "triples")
+            units = compress_edges(units, self.kind)
         try:
             return [self.row_of[u] for u in units]
         except KeyError as e:
@@ -389,7 +396,7 @@ class Tokenizer:
         if self.kind == "bpe":
             return self.enc.decode([self.pieces[r] for r in rows])
         words = [self.pieces[r] for r in rows]
-        return join_words(expand_edges(words, self.kind == "triples") if self.kind in STATEMENT_VOCABS else words)
+        return join_words(expand_edges(words, self.kind) if self.kind in STATEMENT_VOCABS else words)
 
 
 # ----------------------------------------------------------------------------------------------------------

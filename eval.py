@@ -106,11 +106,16 @@ def guessed_then_walked_back(record, text):
 # ----------------------------------------------------------------------------------------------------------
 # §5.2 frontier values: how much probability the model puts on each node k steps from the entity.
 
+def statement_lead(tok, statement, name):
+    """A statement's tokens before the name of its child: "Tom is a", "Every X is a" ("Tom is", "Every X" in the
+    edges vocabulary, "Tom" in pairs; "Every Tom is a" with --names alike)."""
+    first = tok.encode(" " + name)[0]  # the child's name comes last; the subject's may start with the same BPE piece
+    return statement[:max(i for i, t in enumerate(statement) if t == first and i > 0)]
+
+
 def concept_lead(tok, record, sample, k):
-    """Step k's tokens before the concept it names, in the model's own vocabulary: "Tom is a", "Every X is a"
-    ("Tom is", "Every X" in the edges vocabulary; "Every Tom is a" with --names alike)."""
-    step, name = sample["steps"][k], record["steps"][k].rstrip(".").split()[-1]
-    return step[:step.index(tok.encode(" " + name)[0], 1)]
+    """Step k's tokens before the concept it names, in the model's own vocabulary."""
+    return statement_lead(tok, sample["steps"][k], record["steps"][k].rstrip(".").split()[-1])
 
 
 @torch.no_grad()
@@ -171,17 +176,26 @@ def person_binding(coconut, tok, record, sample, thoughts, device):
 @torch.no_grad()
 def concept_lookup(coconut, tok, record, sample, device):
     """The same lookup one step later, for a written chain: after the gold first step, where the second step names
-    its concept ("Every X is a"), the probability on the names of X's own children. A model that reads a
-    concept's statements but not a person's scores high here and splits the first step (person_binding).
-    None for a one-step question."""
+    its concept ("Every X is a"), the probability on the names of X's own children; and, after the same first
+    step, "Every Z is a" for each other concept Z with children, the probability on Z's own. A model that chains
+    back from the options can score high on the first (the chain's next node is X's child) without the second;
+    a lookup of any node's children scores high on both. Returns (X's, the mean over the Zs or None), or None for
+    a one-step question."""
     if len(record["steps"]) < 2:
         return None
     sym, children = record["idx_to_symbol"], data.children_of(record)
+    prefix = sample["question"] + sample["steps"][0]
+
+    def own_mass(lead, node):
+        p = coconut(torch.tensor([prefix + lead], device=device)).logits[0, -1].float().softmax(-1)
+        return float(p[sorted({tok.encode(" " + sym[c])[0] for c in children[node]})].sum())
+
     concept = sym.index(record["steps"][0].rstrip(".").split()[-1])
-    own = sorted({tok.encode(" " + sym[c])[0] for c in children[concept]})
-    ids = sample["question"] + sample["steps"][0] + concept_lead(tok, record, sample, 1)
-    p = coconut(torch.tensor([ids], device=device)).logits[0, -1].float().softmax(-1)
-    return float(p[own].sum())
+    others = [z for z in range(len(sym)) if z != concept and children[z] and z not in data.persons(record)]
+    elsewhere = [own_mass(statement_lead(tok, tok.encode(f"Every {sym[z]} is a {sym[children[z][0]]}."),
+                                         sym[children[z][0]]), z) for z in others]
+    on_path = own_mass(concept_lead(tok, record, sample, 1), concept)
+    return on_path, sum(elsewhere) / len(elsewhere) if elsewhere else None
 
 
 def node_height(record):
@@ -356,9 +370,13 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
             looks = [v for v in (concept_lookup(coconut, tok, r, s, device) for r, s in zip(records, samples))
                      if v is not None]
             if looks:
-                report["second_step"] = {"own_children": sum(looks) / len(looks), "n": len(looks)}
+                elsewhere = [v[1] for v in looks if v[1] is not None]
+                report["second_step"] = {"own_children": sum(v[0] for v in looks) / len(looks), "n": len(looks),
+                                         "other_concepts": sum(elsewhere) / len(elsewhere) if elsewhere else None}
                 print(f"  second step: {report['second_step']['own_children']:.3f} of the probability on the first "
-                      "step's concept's own children (the same lookup for a concept)")
+                      "step's concept's own children (the same lookup for a concept); "
+                      + (f"{report['second_step']['other_concepts']:.3f} for any other concept's (a lookup that is "
+                         "not the chain's)" if elsewhere else "no other concept has children"))
     if args.probe:
         report["probes"] = []
         for r, s in list(zip(records, samples))[: args.probe]:

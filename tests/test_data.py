@@ -123,6 +123,22 @@ def test_the_triples_vocabulary_writes_every_statement_in_the_same_three_slots_a
     assert triples.decode(triples.encode(f"{person}\n{concept}")) == f"{person}\n{concept}"
 
 
+def test_the_pairs_vocabulary_puts_every_child_right_after_its_parent_and_reads_it_back(generated):
+    texts = [t for r in generated for t in data.record_texts(r)]
+    edges, pairs = Tokenizer.build("edges", texts), Tokenizer.build("pairs", texts)
+    assert all(pairs.decode(pairs.encode(t)) == t for t in texts)
+    concept, person = generated[0]["steps"][1], generated[0]["steps"][0]  # "Every X is a Y.", "Tom is a X."
+    x, y = concept.rstrip(".").split()[1], concept.rstrip(".").split()[-1]
+    tom = person.split()[0]
+    assert [pairs.pieces[i] for i in pairs.encode(concept)] == ["Every", x, y]  # as in edges
+    assert [pairs.pieces[i] for i in pairs.encode(person)] == [tom, x, "."]  # edges: [Tom, is, X]
+    assert [edges.pieces[i] for i in edges.encode(person)] == [tom, "is", x]
+    assert [len(pairs.encode(t)) for t in texts] == [len(edges.encode(t)) for t in texts]
+    answer = generated[0]["answer"]  # "Tom is a Y." after "### "
+    assert pairs.decode(pairs.encode(f"{person}\n{concept}\n### {answer}")) == f"{person}\n{concept}\n### {answer}"
+    assert pairs.decode(pairs.encode(generated[0]["question"])) == generated[0]["question"]
+
+
 def test_hop_tokens_name_the_nodes_at_each_distance_from_the_entity():
     # Tom -> a, c, d; a -> b, d -> b, c -> lempus, b -> lempus; Bob -> e -> scrompus (not reachable from Tom)
     record = {"idx_to_symbol": ["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"], "root": 0,

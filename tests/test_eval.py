@@ -94,15 +94,17 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
         assert v == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("vocab,lead,second", [("gpt2", "Tom is a", "Every c is a"),
-                                               ("words", "Tom is a", "Every c is a"),
-                                               ("edges", "Tom is", "Every c"), ("triples", "Tom is", "c is")])
+@pytest.mark.parametrize("vocab,lead,second_lead", [("gpt2", "Tom is a", "Every c is a"),
+                                                    ("words", "Tom is a", "Every c is a"),
+                                                    ("edges", "Tom is", "Every c"), ("triples", "Tom is", "c is"),
+                                                    ("pairs", "Tom", "Every c")])
 def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons(vocab, lead,
-                                                                                                  second):
+                                                                                                  second_lead):
     """GRAPH's persons are Tom (children a, c, d) and Bob (child e). A stub putting 1/2 on "a", 1/4 on "e" and 1/4
     on "lempus" where the first step names a concept: 1/2 on Tom's own children, 1/4 on Bob's; the same whether
-    that place is after "Tom is a" (CoT; "Tom is" in the edges and triples vocabularies) or the first thought read
-    through the output head. One step later, after "Every c is a", 1/4 on c's own child, lempus."""
+    that place is after "Tom is a" (CoT; "Tom is" in the edges and triples vocabularies, "Tom" in pairs) or the
+    first thought read through the output head. One step later, after "Every c is a", 1/4 on c's own child,
+    lempus."""
     record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"],
                   question="Tom is a a. Bob is a e. Every e is a scrompus. Is Tom a lempus or scrompus?")
     texts = data.record_texts(record) + [" ".join(record["idx_to_symbol"])]
@@ -130,13 +132,28 @@ def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_
     assert ev.person_binding(Written(), tok, record, sample, False, "cpu") == pytest.approx((0.5, 0.25))
     assert ev.person_binding(Thought(), tok, record, sample, True, "cpu") == pytest.approx((0.5, 0.25))
 
-    class SecondStep(torch.nn.Module):  # the concept's lookup: after the first step, where the second names Y
+    class SecondStep(torch.nn.Module):  # the same probabilities wherever it is asked
+        prompts = []
+
         def forward(self, ids):
-            assert ids[0].tolist() == sample["question"] + sample["steps"][0] + tok.encode(second)
+            self.prompts.append(ids[0].tolist())
             return SimpleNamespace(logits=logits.expand(*ids.shape, -1))
 
-    assert ev.concept_lookup(SecondStep(), tok, record, sample, "cpu") == pytest.approx(0.25)  # c's child: lempus
+    # after the first step, "Every c is a": 1/4 on c's child lempus; "Every Z is a" for the other concepts with
+    # children, a -> b, b -> lempus, d -> b, e -> scrompus: 0, 1/4, 0, 0
+    second = SecondStep()
+    assert ev.concept_lookup(second, tok, record, sample, "cpu") == pytest.approx((0.25, 0.0625))
+    assert sample["question"] + sample["steps"][0] + tok.encode(second_lead) in second.prompts
+    assert len(second.prompts) == 5
     assert ev.concept_lookup(SecondStep(), tok, dict(record, steps=record["steps"][:1]), sample, "cpu") is None
+
+
+def test_a_statements_lead_stops_at_its_last_name_even_where_the_subjects_first_piece_is_the_childs():
+    tok = gpt2_tokenizer()  # " gorpus" and " gwompus" both start with the piece " g"
+    statement = tok.encode("Every gorpus is a gwompus.")
+    assert ev.statement_lead(tok, statement, "gwompus") == tok.encode("Every gorpus is a")
+    words = data.Tokenizer.build("pairs", ["Tom is a gwompus.\n", "Every gorpus is a gwompus.\n"])
+    assert ev.statement_lead(words, words.encode("Tom is a gwompus."), "gwompus") == words.encode("Tom")
 
 
 @pytest.fixture(scope="module")
