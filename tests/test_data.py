@@ -109,34 +109,24 @@ def test_the_edges_vocabulary_writes_a_statement_in_three_tokens_and_reads_it_ba
         Tokenizer.build("edges", ["Every vumpus is a brimpus. Max is not wooden.\n"])  # ProntoQA's text
 
 
-def test_the_triples_vocabulary_writes_every_statement_in_the_same_three_slots_and_reads_it_back(generated):
+@pytest.mark.parametrize("vocab,concept_form,person_form", [
+    ("edges", ["Every", "X", "Y"], ["Tom", "is", "X"]),
+    ("triples", ["X", "is", "Y"], ["Tom", "is", "X"]),  # one form for both; the name's case tells them apart
+    ("pairs", ["Every", "X", "Y"], ["Tom", "X", "."]),  # every child directly after its parent
+])
+def test_each_statement_vocabulary_writes_a_statement_in_its_three_slots_and_reads_every_text_back(
+        generated, vocab, concept_form, person_form):
     texts = [t for r in generated for t in data.record_texts(r)]
-    edges, triples = Tokenizer.build("edges", texts), Tokenizer.build("triples", texts)
-    assert all(triples.decode(triples.encode(t)) == t for t in texts)
+    edges, tok = Tokenizer.build("edges", texts), Tokenizer.build(vocab, texts)
+    assert all(tok.decode(tok.encode(t)) == t for t in texts)
     concept, person = generated[0]["steps"][1], generated[0]["steps"][0]  # "Every X is a Y.", "Tom is a X."
-    x, y = concept.rstrip(".").split()[1], concept.rstrip(".").split()[-1]
-    assert [triples.pieces[i] for i in triples.encode(concept)] == [x, "is", y]  # edges: [Every, X, Y]
-    assert [edges.pieces[i] for i in edges.encode(concept)] == ["Every", x, y]
-    assert [triples.pieces[i] for i in triples.encode(person)] == person.rstrip(".").split()[:2] + [x]
-    assert "Every" not in triples.pieces  # the case of a name tells a concept's statement from a person's
-    assert [len(triples.encode(t)) for t in texts] == [len(edges.encode(t)) for t in texts]
-    assert triples.decode(triples.encode(f"{person}\n{concept}")) == f"{person}\n{concept}"
-
-
-def test_the_pairs_vocabulary_puts_every_child_right_after_its_parent_and_reads_it_back(generated):
-    texts = [t for r in generated for t in data.record_texts(r)]
-    edges, pairs = Tokenizer.build("edges", texts), Tokenizer.build("pairs", texts)
-    assert all(pairs.decode(pairs.encode(t)) == t for t in texts)
-    concept, person = generated[0]["steps"][1], generated[0]["steps"][0]  # "Every X is a Y.", "Tom is a X."
-    x, y = concept.rstrip(".").split()[1], concept.rstrip(".").split()[-1]
-    tom = person.split()[0]
-    assert [pairs.pieces[i] for i in pairs.encode(concept)] == ["Every", x, y]  # as in edges
-    assert [pairs.pieces[i] for i in pairs.encode(person)] == [tom, x, "."]  # edges: [Tom, is, X]
-    assert [edges.pieces[i] for i in edges.encode(person)] == [tom, "is", x]
-    assert [len(pairs.encode(t)) for t in texts] == [len(edges.encode(t)) for t in texts]
-    answer = generated[0]["answer"]  # "Tom is a Y." after "### "
-    assert pairs.decode(pairs.encode(f"{person}\n{concept}\n### {answer}")) == f"{person}\n{concept}\n### {answer}"
-    assert pairs.decode(pairs.encode(generated[0]["question"])) == generated[0]["question"]
+    names = {"X": concept.split()[1], "Y": concept.rstrip(".").split()[-1], "Tom": person.split()[0]}
+    assert [tok.pieces[i] for i in tok.encode(concept)] == [names.get(w, w) for w in concept_form]
+    assert [tok.pieces[i] for i in tok.encode(person)] == [names.get(w, w) for w in person_form]
+    assert ("Every" in tok.pieces) == (vocab != "triples")
+    assert [len(tok.encode(t)) for t in texts] == [len(edges.encode(t)) for t in texts]
+    chain = f"{person}\n{concept}\n### {generated[0]['answer']}"
+    assert tok.decode(tok.encode(chain)) == chain
 
 
 def test_hop_tokens_name_the_nodes_at_each_distance_from_the_entity():
