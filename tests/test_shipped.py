@@ -1,0 +1,47 @@
+"""The shipped models under models/: each answers its own held-out test questions exactly as often as the README
+says. The questions are regenerated from the model's own generator settings (seed, graph sizes, names), as
+`python eval.py --ckpt models/NAME --split test` does, so the count is a property of the weights, not of a file
+anyone could edit."""
+
+import os
+
+import pytest
+
+import data
+import eval as ev
+import run
+import tasks
+
+MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+
+# name: (correct of 500, correct of those without the one-hop shortcut, questions without it); docs/results.md
+SHIPPED = {
+    "prosqa-mini-cot": (461, 361, 388),
+}
+
+
+def test_every_folder_under_models_is_a_shipped_model_with_an_exact_score():
+    folders = sorted(f for f in os.listdir(MODELS) if os.path.isdir(os.path.join(MODELS, f)))
+    assert folders == sorted(SHIPPED)
+    for name in folders:
+        files = sorted(os.listdir(os.path.join(MODELS, name)))
+        assert files == ["best.pt", "config.json", "metrics.jsonl"]
+        assert os.path.getsize(os.path.join(MODELS, name, "best.pt")) < 10 * 2**20  # weights only: a few MB
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_a_shipped_model_answers_its_held_out_test_questions_exactly_as_reported(name, tmp_path):
+    ckpt = run.load_checkpoint(os.path.join(MODELS, name))
+    assert "optimizer" not in ckpt and "seen" not in ckpt
+    args, meta = ckpt["args"], ckpt["meta"]
+    paths = tasks.ensure_held_out(str(tmp_path), args["seed"], args["nodes"], args["path"], run.LAPTOP_HELD_OUT,
+                                  args.get("names", "split"))
+    records = data.load_records(paths["test"], graph=True)
+    coconut, tok = run.model_from_checkpoint(ckpt, "cpu")
+    samples = [data.tokenize_record(tok, r) for r in records]
+    rows, summary = ev.run_eval(coconut.eval(), tok, meta, records, samples, "cpu", args["max_new_tokens"], 64)
+    correct, correct_without, n_without = SHIPPED[name]
+    assert len(rows) == 500
+    assert sum(row["correct"] for row in rows) == correct
+    assert sum(1 for row in rows if not row["shortcut"]) == n_without
+    assert sum(row["correct"] for row in rows if not row["shortcut"]) == correct_without
