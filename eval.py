@@ -190,10 +190,12 @@ def concept_lookup(coconut, tok, record, sample, device):
         p = coconut(torch.tensor([prefix + lead], device=device)).logits[0, -1].float().softmax(-1)
         return float(p[sorted({tok.encode(" " + sym[c])[0] for c in children[node]})].sum())
 
-    concept = sym.index(record["steps"][0].rstrip(".").split()[-1])
-    others = [z for z in range(len(sym)) if z != concept and children[z] and z not in data.persons(record)]
-    elsewhere = [own_mass(statement_lead(tok, tok.encode(f"Every {sym[z]} is a {sym[children[z][0]]}."),
-                                         sym[children[z][0]]), z) for z in others]
+    concept, persons = sym.index(record["steps"][0].rstrip(".").split()[-1]), data.persons(record)
+    elsewhere = []
+    for z in range(len(sym)):
+        if z != concept and children[z] and z not in persons:
+            child = sym[children[z][0]]
+            elsewhere.append(own_mass(statement_lead(tok, tok.encode(f"Every {sym[z]} is a {child}."), child), z))
     on_path = own_mass(concept_lead(tok, record, sample, 1), concept)
     return on_path, sum(elsewhere) / len(elsewhere) if elsewhere else None
 
