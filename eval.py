@@ -119,9 +119,10 @@ def concept_lead(tok, record, sample, k):
 
 
 @torch.no_grad()
-def frontier_values(coconut, tok, record, sample, k, device):
-    """After k thoughts the model switches to language; the value of a frontier node (distance k from the
-    root) is the product of the probabilities of its name's tokens where the next step names a concept.
+def frontier_values(coconut, tok, record, sample, k, device, c=1):
+    """After k steps' thoughts (k·c; §5 reads c = 1) the model switches to language; the value of a frontier
+    node (distance k from the root) is the product of the probabilities of its name's tokens where the next
+    step names a concept.
 
     For k = 0 that place is after 'Tom is a'; for k >= 1 after 'Every' (the model continues the chain from
     a frontier node it must name). Returns {node: value}.
@@ -129,7 +130,7 @@ def frontier_values(coconut, tok, record, sample, k, device):
     sym = record["idx_to_symbol"]
     dist = data.bfs(data.children_of(record), record["root"])[0]
     frontier = [n for n, d in dist.items() if d == k]
-    prompt = data.thought_prefix(sample, k, True, tok.special)
+    prompt = data.thought_prefix(sample, k * c, True, tok.special)
     lead = concept_lead(tok, record, sample, 0) if k == 0 else tok.encode("Every")
     values = {}
     for node in frontier:
@@ -153,9 +154,10 @@ def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
 
 
 @torch.no_grad()
-def person_binding(coconut, tok, record, sample, thoughts, device):
-    """Where the search's first step names a concept (CoT: after "<person> is a"; a model with thoughts: its first
-    thought read through the output head, §5.2's frontier after one step), the probability on the names of the
+def person_binding(coconut, tok, record, sample, thoughts, device, c=1):
+    """Where the search's first step names a concept (CoT: after "<person> is a"; a model with thoughts: the
+    last of the first step's c thoughts read through the output head, §5.2's frontier after one step), the
+    probability on the names of the
     question's person's own children and on those of the other persons' children (data.persons). Every search
     starts with this lookup; a model that has not bound the question's person to its statements splits the
     probability between the persons. Returns (own, other)."""
@@ -164,8 +166,8 @@ def person_binding(coconut, tok, record, sample, thoughts, device):
     own = names(children[record["root"]])
     other = names(c for p in data.persons(record) - {record["root"]} for c in children[p]) - own
     if thoughts:
-        out = coconut.run_thoughts(torch.tensor([data.thought_prefix(sample, 1, True, tok.special)], device=device))
-        logits = coconut.model.lm_head(out.inputs_embeds[0, len(sample["question"]) + 1])
+        out = coconut.run_thoughts(torch.tensor([data.thought_prefix(sample, c, True, tok.special)], device=device))
+        logits = coconut.model.lm_head(out.inputs_embeds[0, len(sample["question"]) + c])
     else:  # the written first step up to its concept's name
         ids = sample["question"] + concept_lead(tok, record, sample, 0)
         logits = coconut(torch.tensor([ids], device=device)).logits[0, -1]
@@ -247,7 +249,7 @@ def get_args(argv=None):
     p.add_argument("--data", default=None, help="a JSON file instead of the run's split (its report: "
                    "eval_<file name>.json)")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
-    p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k thoughts")
+    p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k steps (k·c thoughts)")
     p.add_argument("--probe", type=nonnegative_int, default=0, help="decode the thoughts of the first N questions "
                    "(Fig. 3)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N records only")
@@ -311,13 +313,14 @@ def latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf
     return sweep
 
 
-def frontier_report(coconut, tok, records, samples, ks, device):
-    """§5.2, Figures 8-9: per question, the frontier values after k thoughts, on and off a path to the target."""
+def frontier_report(coconut, tok, records, samples, ks, device, c=1):
+    """§5.2, Figures 8-9: per question, the frontier values after k steps' thoughts, on and off a path to the
+    target."""
     report = {}
     for k in ks:
         per_q = []
         for r, s in zip(records, samples):
-            values, _ = frontier_values(coconut, tok, r, s, k, device)
+            values, _ = frontier_values(coconut, tok, r, s, k, device, c)
             children, heights = data.children_of(r), node_height(r)
             on_path = {n for n in values if r["target"] in data.bfs(children, n)[0]}
             per_q.append({"values": sorted(values.values(), reverse=True),
@@ -362,7 +365,7 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
               "and write a real chain to it whose first step alone is invented (guessed, then walked back)")
         method = data.METHODS[meta["method"]]
         if method.slots == "thoughts" or method.drops == "none":  # a first step written or thought
-            pairs = [person_binding(coconut, tok, r, s, method.slots == "thoughts", device)
+            pairs = [person_binding(coconut, tok, r, s, method.slots == "thoughts", device, meta["c"])
                      for r, s in zip(records, samples)]
             report["first_step"] = {"own_children": sum(p[0] for p in pairs) / len(pairs),
                                     "other_persons_children": sum(p[1] for p in pairs) / len(pairs)}
@@ -390,7 +393,7 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
         report["latent_sweep"] = latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf16)
         outcome_rows += [(f"{meta['method']} k={k}", v["accuracy"], v) for k, v in report["latent_sweep"].items()]
     if args.frontier is not None and graph:
-        report["frontier"] = frontier_report(coconut, tok, records, samples, args.frontier, device)
+        report["frontier"] = frontier_report(coconut, tok, records, samples, args.frontier, device, meta["c"])
     # an ad hoc --data file gets its own report: it must not overwrite the run's own split's
     name = os.path.splitext(os.path.basename(args.data))[0] if args.data else args.split
     out_json = os.path.join(os.path.dirname(ckpt["path"]), f"eval_{name}.json")

@@ -94,6 +94,41 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
         assert v == pytest.approx(0.25)
 
 
+def test_with_c_thoughts_a_step_the_frontier_after_k_steps_is_read_after_k_times_c_thoughts():
+    """c = 2 (two thoughts a step): the frontier k = 1 steps from the root is asked for after both of the first
+    step's thoughts, and the binding read from the second (the last of the step), not the first."""
+    tok = gpt2_tokenizer()
+    record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"])
+    sample = data.tokenize_record(tok, record)
+    bot, thoughts = len(sample["question"]), [tok.special.latent] * 2
+
+    class Recorder(torch.nn.Module):
+        prompts = []
+
+        def forward(self, ids):
+            self.prompts.append(ids[0].tolist())
+            return SimpleNamespace(logits=torch.zeros(*ids.shape, 50260))
+
+    ev.frontier_values(Recorder(), tok, record, sample, 1, "cpu", c=2)
+    expected = sample["question"] + [tok.special.start] + thoughts + [tok.special.end] + tok.encode("Every")
+    assert all(p[:len(expected)] == expected for p in Recorder.prompts) and len(Recorder.prompts) == 3
+
+    class SecondThought:  # only the second thought (input position bot + 2) names Tom's child "a"
+        model = SimpleNamespace(lm_head=lambda h: h)
+
+        def run_thoughts(self, ids):
+            self.ids = ids[0].tolist()
+            embeds = torch.full((1, ids.shape[1], 50260), -1e9)
+            embeds[0, bot + 2, tok.encode(" a")[0]] = 0.0
+            embeds[0, bot + 1, tok.encode(" e")[0]] = 0.0
+            return SimpleNamespace(inputs_embeds=embeds)
+
+    two, one = SecondThought(), SecondThought()
+    assert ev.person_binding(two, tok, record, sample, True, "cpu", c=2) == pytest.approx((1.0, 0.0))
+    assert two.ids == sample["question"] + [tok.special.start] + thoughts + [tok.special.end]
+    assert ev.person_binding(one, tok, record, sample, True, "cpu", c=1) == pytest.approx((0.0, 1.0))  # Bob's
+
+
 @pytest.mark.parametrize("vocab,lead,second_lead", [("gpt2", "Tom is a", "Every c is a"),
                                                     ("words", "Tom is a", "Every c is a"),
                                                     ("edges", "Tom is", "Every c"), ("triples", "Tom is", "c is"),

@@ -21,6 +21,7 @@ SHIPPED = {
     "prosqa-mini-no-cot": (306, 194, 388),  # forked from prosqa-mini-cot: at chance without it, as expected
     "prosqa-mini-coconut-analysis": (304, 192, 388),  # the paper's §5 model (--uniform_prob 0.3), forked likewise
     "prosqa-mini-coconut-frontier": (481, 369, 388),  # beyond the paper: trained with --frontier_loss 1
+    "prosqa-mini-coconut-c2": (488, 378, 388),  # the paper's Coconut with two thoughts a step (--c 2): it searches
 }
 
 
