@@ -157,14 +157,13 @@ def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
 def person_binding(coconut, tok, record, sample, thoughts, device, c=1):
     """Where the search's first step names a concept (CoT: after "<person> is a"; a model with thoughts: the
     last of the first step's c thoughts read through the output head, §5.2's frontier after one step), the
-    probability on the names of the
-    question's person's own children and on those of the other persons' children (data.persons). Every search
-    starts with this lookup; a model that has not bound the question's person to its statements splits the
-    probability between the persons. Returns (own, other)."""
+    probability on the names of the question's person's own children and on those of the other persons'
+    children (data.persons). Every search starts with this lookup; a model that has not bound the question's
+    person to its statements splits the probability between the persons. Returns (own, other)."""
     sym, children = record["idx_to_symbol"], data.children_of(record)
     names = lambda nodes: {tok.encode(" " + sym[n])[0] for n in nodes}  # noqa: E731  (each name's first token)
     own = names(children[record["root"]])
-    other = names(c for p in data.persons(record) - {record["root"]} for c in children[p]) - own
+    other = names(child for p in data.persons(record) - {record["root"]} for child in children[p]) - own
     if thoughts:
         out = coconut.run_thoughts(torch.tensor([data.thought_prefix(sample, c, True, tok.special)], device=device))
         logits = coconut.model.lm_head(out.inputs_embeds[0, len(sample["question"]) + c])
