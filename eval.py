@@ -248,7 +248,8 @@ def get_args(argv=None):
     p.add_argument("--data", default=None, help="a JSON file instead of the run's split (its report: "
                    "eval_<file name>.json)")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
-    p.add_argument("--frontier", type=int, nargs="*", default=None, help="§5.2: frontier values after k steps (k·c thoughts)")
+    p.add_argument("--frontier", type=int, nargs="*", default=None,
+                   help="§5.2: frontier values after k steps (k·c thoughts)")
     p.add_argument("--probe", type=nonnegative_int, default=0, help="decode the thoughts of the first N questions "
                    "(Fig. 3)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N records only")
