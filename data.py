@@ -218,8 +218,8 @@ def example_batches(examples, batch_size, bucket, rng, latent_id):
 
 GPT2_INIT_ID = 16791  # "<<": the reference starts the three new rows as copies of it "to stabilise training"
 SPECIAL_NAMES = ("<|endoftext|>", "<|start-latent|>", "<|end-latent|>", "<|latent|>")
-VOCABS = ("gpt2", "bpe", "words", "edges", "triples", "pairs")
-STATEMENT_VOCABS = ("edges", "triples", "pairs")  # ProsQA's statements in three words
+VOCABS = ("gpt2", "bpe", "words", "parent-child")
+OLD_VOCAB_NAMES = {"pairs": "parent-child"}  # the name the shipped models were trained under
 # GPT-2's pre-tokenizer: the "words" its BPE never merges across (a leading space belongs to the word)
 WORD_PATTERN = re.compile(r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
 
@@ -240,34 +240,31 @@ def join_words(words):
     return "".join(out)
 
 
-def compress_edges(words, kind="edges"):
-    """ProsQA's statements in three words (--vocab edges, triples and pairs, beyond the paper), so that a question
-    spends its tokens on names. "Every X is a Y." becomes [Every, X, Y] and "X is a Y." [X, is, Y] (edges);
-    triples writes both as [X, is, Y], the name's case telling a concept from a person; pairs writes a person's
-    as [X, Y, .], so that in every statement the child directly follows its parent."""
+def parent_child_words(words):
+    """ProsQA's statements as parent, then child (--vocab parent-child, beyond the paper): "Every X is a Y."
+    becomes [Every, X, Y] and a person's "Tom is a Y." [Tom, Y, .]. In every statement the child directly follows
+    its parent, so looking up a node's children is copying the token after it (an induction head); a small CoT
+    from scratch searched only in this layout (docs/lab.md, lever c3)."""
     out, i = [], 0
     while i < len(words):
         w = words[i:i + 6]
         if len(w) == 6 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[5] == ".":
-            out, i = out + ([w[1], "is", w[4]] if kind == "triples" else ["Every", w[1], w[4]]), i + 6
+            out, i = out + ["Every", w[1], w[4]], i + 6
         elif len(w) >= 5 and w[0] != "Every" and w[1:3] == ["is", "a"] and w[4] == ".":
-            out, i = out + ([w[0], w[3], "."] if kind == "pairs" else [w[0], "is", w[3]]), i + 5
+            out, i = out + [w[0], w[3], "."], i + 5
         else:
             out, i = out + [words[i]], i + 1
     return out
 
 
-def expand_edges(words, kind="edges"):
-    """The inverse of compress_edges (what a model writes in three words is read back as the statement)."""
+def statement_words(words):
+    """The inverse of parent_child_words: what a model writes as parent and child is read back as the statement."""
     out, i = [], 0
     while i < len(words):
         w = words[i:i + 3]
         if len(w) == 3 and w[0] == "Every" and w[1] not in ("is", "\n") and w[2] != "\n":
             out, i = out + ["Every", w[1], "is", "a", w[2], "."], i + 3
-        elif len(w) == 3 and kind != "pairs" and w[1] == "is" and w[2] != "\n":
-            every = ["Every"] if kind == "triples" and w[0][:1].islower() else []  # ProsQA's concepts are lower case
-            out, i = out + every + [w[0], "is", "a", w[2], "."], i + 3
-        elif len(w) == 3 and kind == "pairs" and w[0][:1].isalpha() and w[1][:1].isalpha() and w[2] == ".":
+        elif len(w) == 3 and w[0][:1].isalpha() and w[1][:1].isalpha() and w[2] == ".":
             out, i = out + [w[0], "is", "a", w[1], "."], i + 3
         else:
             out, i = out + [words[i]], i + 1
@@ -296,15 +293,9 @@ class Tokenizer:
       "\n"): every name is one token, the same inside a question and at the start of a step, and a ProsQA-mini
       question 53 tokens instead of 81. Spaces are put back by rule (join_words); a text spaced otherwise
       (GSM8k's "<<4-2=2>>") cannot be represented, which building the vocabulary reports.
-    - "edges" (beyond the paper): the words, with ProsQA's statements in three of them (compress_edges): a
-      question in about half the tokens, the same information. Built only for text it reads back exactly.
-    - "triples" (beyond the paper): as "edges", but a concept's statement in the same three slots as a person's
-      ([X, is, Y] for both): one way to look up any node's children, as the superposition repositories write
-      an edge.
-    - "pairs" (beyond the paper): as "edges", but a person's statement as [X, Y, .]: in every statement the child
-      directly follows its parent, so that looking up a node's children is copying the token after it (an
-      induction head). Models on edges learned that lookup for concepts, [Every, X, Y], and never for persons,
-      [X, is, Y], whose child sits two tokens on (docs/results.md, lever c3).
+    - "parent-child" (beyond the paper): the words, with ProsQA's statements as parent then child
+      (parent_child_words): a question in about half the tokens, the same information, and every child directly
+      after its parent. Built only for text it reads back exactly.
     A compact vocabulary lists its pieces, then eos and the three Coconut tokens, in GPT-2's order. The
     model, the thought loop and the curriculum only see row ids; `state()` goes into checkpoints.
     """
@@ -337,16 +328,16 @@ class Tokenizer:
             if join_words(words) != t:
                 raise DataError(f"--vocab {kind}: {t[:60]!r} is not spaced as words are rejoined (one space "
                                 "before each word, none before punctuation); use --vocab bpe")
-            if kind in STATEMENT_VOCABS and join_words(expand_edges(compress_edges(words, kind), kind)) != t:
-                raise DataError(f"--vocab {kind}: {t[:60]!r} does not read back from three-word statements (only "
+            if kind == "parent-child" and join_words(statement_words(parent_child_words(words))) != t:
+                raise DataError(f"--vocab {kind}: {t[:60]!r} does not read back from parent-child statements (only "
                                 "ProsQA's text does); use --vocab words")
-        if kind in STATEMENT_VOCABS:
-            split = [compress_edges(words, kind) for words in split]
+        if kind == "parent-child":
+            split = [parent_child_words(words) for words in split]
         return cls(kind, sorted({w for words in split for w in words}))
 
     @classmethod
     def from_state(cls, state):
-        return cls(state["kind"], state.get("pieces"))
+        return cls(OLD_VOCAB_NAMES.get(state["kind"], state["kind"]), state.get("pieces"))
 
     def state(self):
         return {"kind": self.kind, "pieces": self.pieces}
@@ -366,8 +357,8 @@ class Tokenizer:
         if self.kind == "gpt2":
             return self.enc.encode_ordinary(text)
         units = self.enc.encode_ordinary(text) if self.kind == "bpe" else split_words(text)
-        if self.kind in STATEMENT_VOCABS:
-            units = compress_edges(units, self.kind)
+        if self.kind == "parent-child":
+            units = parent_child_words(units)
         try:
             return [self.row_of[u] for u in units]
         except KeyError as e:
@@ -396,7 +387,7 @@ class Tokenizer:
         if self.kind == "bpe":
             return self.enc.decode([self.pieces[r] for r in rows])
         words = [self.pieces[r] for r in rows]
-        return join_words(expand_edges(words, self.kind) if self.kind in STATEMENT_VOCABS else words)
+        return join_words(statement_words(words) if self.kind == "parent-child" else words)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 import data
 import tasks
 from data import ArgumentParser, fail, need, nonnegative_int, positive_int
-from run import (DEFAULTS, LAPTOP_HELD_OUT, accuracies, accuracy_counts, answer_of, export_run, fmt_acc,
+from run import (DEFAULTS, LAPTOP_HELD_OUT, accuracies, accuracy_counts, export_run, fmt_acc,
                  generate_texts, is_correct, load_checkpoint, model_from_checkpoint, pick_device, split_text)
 
 # ----------------------------------------------------------------------------------------------------------
@@ -77,38 +77,12 @@ def classify(record, text, n_latents=0):
     # --- end of exercise 7 ---
 
 
-def guessed_then_walked_back(record, text):
-    """Whether a written ProsQA answer follows the cheapest wrong rule we saw a small CoT model learn: name one
-    of the two options and write a real chain of edges that leads to it, whose first step ("<subject> is a X")
-    alone is invented. Such a model looks edges up faithfully but never checks that the chain starts at the
-    subject, and that check is the search; counting these among the wrong answers says which rule is failing."""
-    sym = record["idx_to_symbol"]
-    index = {s: i for i, s in enumerate(sym)}
-    children = data.children_of(record)
-    words = [s.strip().rstrip(".").split() for s in text.split("#")[0].strip().split("\n") if s.strip()]
-    if words and words[0][:1] == ["Every"]:  # --names alike writes the person's statement as a concept's
-        words[0] = words[0][1:]
-    if not words or len(words[0]) != 4 or words[0][0] != sym[record["root"]]:
-        return False
-    chain = [words[0][3]]  # "<subject> is a X", then "Every X is a Y", ...
-    for w in words[1:]:
-        if len(w) != 5 or w[1] != chain[-1]:
-            return False
-        chain.append(w[4])
-    named = answer_of(text).rstrip(".").split()
-    if not named or chain[-1] != named[-1] or not all(n in index for n in chain):
-        return False
-    nodes = [index[n] for n in chain]
-    return (nodes[0] not in children[record["root"]]
-            and all(b in children[a] for a, b in zip(nodes, nodes[1:])))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # §5.2 frontier values: how much probability the model puts on each node k steps from the entity.
 
 def statement_lead(tok, statement, name):
-    """A statement's tokens before the name of its child: "Tom is a", "Every X is a" ("Tom is", "Every X" in the
-    edges vocabulary, "Tom" in pairs; "Every Tom is a" with --names alike)."""
+    """A statement's tokens before the name of its child: "Tom is a", "Every X is a" ("Tom", "Every X" in the
+    parent-child vocabulary)."""
     first = tok.encode(" " + name)[0]  # the child's name comes last; the subject's may start with the same BPE piece
     return statement[:max(i for i, t in enumerate(statement) if t == first and i > 0)]
 
@@ -151,54 +125,6 @@ def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
     probs = coconut.model.lm_head(out.inputs_embeds[0, first:first + n_thoughts]).float().softmax(-1)
     values, indices = probs.topk(top, dim=-1)
     return [[(tok.decode([int(i)]), float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values, indices)]
-
-
-@torch.no_grad()
-def person_binding(coconut, tok, record, sample, thoughts, device, c=1):
-    """Where the search's first step names a concept (CoT: after "<person> is a"; a model with thoughts: the
-    last of the first step's c thoughts read through the output head, §5.2's frontier after one step), the
-    probability on the names of the question's person's own children and on those of the other persons'
-    children (data.persons). Every search starts with this lookup; a model that has not bound the question's
-    person to its statements splits the probability between the persons. Returns (own, other)."""
-    sym, children = record["idx_to_symbol"], data.children_of(record)
-    names = lambda nodes: {tok.encode(" " + sym[n])[0] for n in nodes}  # noqa: E731  (each name's first token)
-    own = names(children[record["root"]])
-    other = names(child for p in data.persons(record) - {record["root"]} for child in children[p]) - own
-    if thoughts:
-        out = coconut.run_thoughts(torch.tensor([data.thought_prefix(sample, c, True, tok.special)], device=device))
-        logits = coconut.model.lm_head(out.inputs_embeds[0, len(sample["question"]) + c])
-    else:  # the written first step up to its concept's name
-        ids = sample["question"] + concept_lead(tok, record, sample, 0)
-        logits = coconut(torch.tensor([ids], device=device)).logits[0, -1]
-    p = logits.float().softmax(-1)
-    return float(p[sorted(own)].sum()), float(p[sorted(other)].sum())
-
-
-@torch.no_grad()
-def concept_lookup(coconut, tok, record, sample, device):
-    """The same lookup one step later, for a written chain: after the gold first step, where the second step names
-    its concept ("Every X is a"), the probability on the names of X's own children; and, after the same first
-    step, "Every Z is a" for each other concept Z with children, the probability on Z's own. A model that chains
-    back from the options can score high on the first (the chain's next node is X's child) without the second;
-    a lookup of any node's children scores high on both. Returns (X's, the mean over the Zs or None), or None for
-    a one-step question."""
-    if len(record["steps"]) < 2:
-        return None
-    sym, children = record["idx_to_symbol"], data.children_of(record)
-    prefix = sample["question"] + sample["steps"][0]
-
-    def own_mass(lead, node):
-        p = coconut(torch.tensor([prefix + lead], device=device)).logits[0, -1].float().softmax(-1)
-        return float(p[sorted({tok.encode(" " + sym[c])[0] for c in children[node]})].sum())
-
-    concept, persons = sym.index(record["steps"][0].rstrip(".").split()[-1]), data.persons(record)
-    elsewhere = []
-    for z in range(len(sym)):
-        if z != concept and children[z] and z not in persons:
-            child = sym[children[z][0]]
-            elsewhere.append(own_mass(statement_lead(tok, tok.encode(f"Every {sym[z]} is a {child}."), child), z))
-    on_path = own_mass(concept_lead(tok, record, sample, 1), concept)
-    return on_path, sum(elsewhere) / len(elsewhere) if elsewhere else None
 
 
 def node_height(record):
@@ -255,6 +181,7 @@ def get_args(argv=None):
     p.add_argument("--limit", type=positive_int, default=None, help="first N records only")
     p.add_argument("--batch_size", type=positive_int, default=64)
     p.add_argument("--device", default=None)
+    p.add_argument("--out", default=".", help="where eval_<model>_<split>.json goes (never the model's folder)")
     p.add_argument("--plot", default=None, help="write figures (PNG) to this folder")
     p.add_argument("--export", default=None, metavar="DIR", help="write the --ckpt run as a shipped model: its "
                    "best checkpoint without the optimizer, config.json and metrics.jsonl")
@@ -262,8 +189,6 @@ def get_args(argv=None):
                    help="plot the learning curves of these run folders (validation accuracy) to --plot")
     p.add_argument("--x", default="epoch", choices=tuple(CURVE_AXES), help="--curves: against epochs, training "
                    "questions seen, or minutes of training (recipes compared at equal wall time)")
-    p.add_argument("--at", nargs="+", type=float, default=None, metavar="X", help="--curves: also print each "
-                   "recipe's validation accuracy at these points of --x (its last epoch at or before each)")
     args = p.parse_args(argv)
     need(args.ckpt or args.curves, "--ckpt", "(none)", "give at least one run folder or .pt (or --curves RUN...)")
     for flag in ("latents", "frontier"):
@@ -271,8 +196,8 @@ def get_args(argv=None):
         need(all(0 <= k < 1000 for k in ks), f"--{flag}", " ".join(map(str, ks)), "thought counts from 0 to 999")
     need(args.data is None or os.path.isfile(args.data), "--data", args.data, "no such file")
     need(args.plot is None or not os.path.isfile(args.plot), "--plot", args.plot, "is a file, not a folder")
+    need(not os.path.isfile(args.out), "--out", args.out, "is a file, not a folder")
     need(args.curves is None or args.plot, "--curves", " ".join(args.curves or []), "needs --plot DIR")
-    need(args.at is None or args.curves, "--at", " ".join(f"{a:g}" for a in args.at or []), "reads --curves RUN...")
     for run in args.curves or []:
         for name in ("metrics.jsonl", "config.json"):  # what train.py writes into every run folder
             need(os.path.isfile(os.path.join(run, name)), "--curves", run, f"no {name} in this folder")
@@ -285,7 +210,7 @@ def eval_inputs(args, ckpt):
     meta, run_args = ckpt["meta"], ckpt["args"]
     if not args.data and run_args.get("generated_data") and args.split in LAPTOP_HELD_OUT:
         tasks.ensure_held_out(run_args["data_dir"], run_args["seed"], run_args["nodes"], run_args["path"],
-                              LAPTOP_HELD_OUT, run_args.get("names", "split"))  # wherever it is evaluated
+                              LAPTOP_HELD_OUT)  # wherever it is evaluated
     data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
     records = data.load_records(data_path, graph=meta["dataset"] == "prosqa")[: args.limit]
     tok = data.Tokenizer.from_state(ckpt["vocab"])
@@ -358,30 +283,6 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
         classes = Counter(classify(r, row["output"], natural) for r, row in zip(records, rows))
         report["outcomes"] = {o: classes[o] / len(records) for o in OUTCOMES}
         outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))
-        wrong = [(r, row["output"]) for r, row in zip(records, rows) if not row["correct"]]
-        report["wrong_answers"] = {"n": len(wrong), "guessed_then_walked_back":
-                                   sum(guessed_then_walked_back(r, text) for r, text in wrong)}
-        print(f"  wrong answers {len(wrong)}: {report['wrong_answers']['guessed_then_walked_back']} name an option "
-              "and write a real chain to it whose first step alone is invented (guessed, then walked back)")
-        method = data.METHODS[meta["method"]]
-        if method.slots == "thoughts" or method.drops == "none":  # a first step written or thought
-            pairs = [person_binding(coconut, tok, r, s, method.slots == "thoughts", device, meta["c"])
-                     for r, s in zip(records, samples)]
-            report["first_step"] = {"own_children": sum(p[0] for p in pairs) / len(pairs),
-                                    "other_persons_children": sum(p[1] for p in pairs) / len(pairs)}
-            print(f"  first step: {report['first_step']['own_children']:.3f} of the probability on the person's own "
-                  f"children, {report['first_step']['other_persons_children']:.3f} on other persons' (the binding)")
-        if method.drops == "none":  # a second step written: the concept's lookup, for comparison
-            looks = [v for v in (concept_lookup(coconut, tok, r, s, device) for r, s in zip(records, samples))
-                     if v is not None]
-            if looks:
-                elsewhere = [v[1] for v in looks if v[1] is not None]
-                report["second_step"] = {"own_children": sum(v[0] for v in looks) / len(looks), "n": len(looks),
-                                         "other_concepts": sum(elsewhere) / len(elsewhere) if elsewhere else None}
-                print(f"  second step: {report['second_step']['own_children']:.3f} of the probability on the first "
-                      "step's concept's own children (the same lookup for a concept); "
-                      + (f"{report['second_step']['other_concepts']:.3f} for any other concept's (a lookup that is "
-                         "not the chain's)" if elsewhere else "no other concept has children"))
     if args.probe:
         report["probes"] = []
         for r, s in list(zip(records, samples))[: args.probe]:
@@ -394,14 +295,22 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
         outcome_rows += [(f"{meta['method']} k={k}", v["accuracy"], v) for k, v in report["latent_sweep"].items()]
     if args.frontier is not None and graph:
         report["frontier"] = frontier_report(coconut, tok, records, samples, args.frontier, device, meta["c"])
-    # an ad hoc --data file gets its own report: it must not overwrite the run's own split's
-    name = os.path.splitext(os.path.basename(args.data))[0] if args.data else args.split
-    out_json = os.path.join(os.path.dirname(ckpt["path"]), f"eval_{name}.json")
+    out_json = report_path(ckpt["path"], args)
     data.write_json_atomic(report, out_json, indent=1)
     print(f"  wrote {out_json}")
     if args.plot:
         plot(report, args.plot)
     return {"method": meta["method"], **summary}, outcome_rows
+
+
+def report_path(ckpt_path, args):
+    """--out/eval_<model>_<split or --data file>.json: reports go to the working directory (or --out), never into
+    the model's folder, so evaluating a shipped model leaves models/ as it was."""
+    folder = os.path.dirname(os.path.abspath(ckpt_path))
+    model = os.path.basename(folder) if os.path.basename(ckpt_path) in ("best.pt", "last.pt") else \
+        os.path.splitext(os.path.basename(ckpt_path))[0]
+    name = os.path.splitext(os.path.basename(args.data))[0] if args.data else args.split
+    return os.path.join(args.out, f"eval_{model}_{name}.json")
 
 
 def main(argv=None):
@@ -431,10 +340,7 @@ def main(argv=None):
             print(f"{s['method']:16s}  " + "  ".join(cells) +
                   f"  {s['mean_new_tokens']:10.1f}  {s['seconds_per_question'] * 1000:11.1f}")
     if args.curves:
-        loaded = load_runs(args.curves)
-        print(f"wrote {plot_curves(loaded, args.plot, args.x)}")
-        for line in curve_table(loaded, args.x, args.at or []):
-            print(line)
+        print(f"wrote {plot_curves(load_runs(args.curves), args.plot, args.x)}")
 
 
 CURVE_AXES = {"epoch": "epoch", "questions": "training questions seen",
@@ -480,28 +386,6 @@ def load_runs(runs):
             # a flag added after the run started is missing from its config: it ran with the flag's default
             loaded.append(({**DEFAULTS, **json.load(f)}, metrics))
     return loaded
-
-
-def curve_table(loaded, x, at):
-    """Lines of text: each recipe's last epoch at or before each point of `at` on the axis `x` (equal wall time
-    with x=minutes): where it stands, questions seen, validation accuracy (without / with the shortcut)."""
-    lines = []
-    for label, xs, points, _ in curve_groups(loaded, x):
-        for point in at:
-            i = max((j for j, v in enumerate(xs) if v <= point), default=None)
-            if i is None:
-                lines.append(f"{label} at {x} {point:g}: not reached (first epoch at {xs[0]:.1f})")
-                continue
-            ms = points[i]  # the recipe's seeds at that epoch
-
-            def mean(key):
-                return sum(m[key] for m in ms) / len(ms)
-            split = "" if ms[0].get("val_acc_no_shortcut") is None else (
-                f" (without the shortcut {mean('val_acc_no_shortcut'):.3f}, with {mean('val_acc_shortcut'):.3f})")
-            end = " (its last epoch: the run stops short of this point)" if point > xs[-1] else ""
-            lines.append(f"{label} at {x} {point:g}: epoch {ms[0]['epoch']}, {xs[i]:.1f} {x}, "
-                         f"{ms[0]['questions_seen']:,} questions, val acc {mean('val_acc'):.3f}{split}{end}")
-    return lines
 
 
 def plot_curves(loaded, folder, x="epoch"):

@@ -30,19 +30,6 @@ class GPTConfig:
     n_embd: int = 768
     layer_norm_epsilon: float = 1e-5
     init_std: float = 0.02  # GPT-2's, tuned for width 768; a narrow model from scratch learns faster with more
-    # A model from scratch only (released weights overwrite it): "normal" is GPT-2's random table; "sinusoidal"
-    # starts the (still learned) position table as the Transformer's sines and cosines, in which "k tokens back"
-    # is one linear map for every position (beyond the paper: docs/results.md, the search on this CPU).
-    pos_init: str = "normal"
-
-
-def sinusoidal_positions(n_positions, dim):
-    """Vaswani et al.'s table: row p holds sin(p w_i) and cos(p w_i), w_i = 10000^(-2i/dim), interleaved."""
-    p = torch.arange(n_positions, dtype=torch.float64)[:, None]
-    w = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    table = torch.zeros(n_positions, dim, dtype=torch.float64)
-    table[:, 0::2], table[:, 1::2] = torch.sin(p * w), torch.cos(p * w)[:, : dim // 2]
-    return table.float()
 
 
 class CausalSelfAttention(nn.Module):
@@ -129,12 +116,6 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
             if name.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
-        if config.pos_init == "sinusoidal":
-            with torch.no_grad():  # scaled so that each row's RMS is init_std, as a token's embedding
-                self.transformer.wpe.weight.copy_(
-                    sinusoidal_positions(config.block_size, config.n_embd) * config.init_std * math.sqrt(2))
-        elif config.pos_init != "normal":
-            raise ValueError(f"pos_init {config.pos_init!r}: expected 'normal' or 'sinusoidal'")
 
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -1,23 +1,28 @@
-"""What a run's scripts share: every default (the recipes), the device, the checkpoint, and evaluation's greedy
-generation, answer check and validation (paper §4: greedy decoding, accuracy as the reference computes it).
+"""What a run's scripts share: every default (the recipes, and each shipped model's in recipes/), the device,
+the checkpoint and the run folder, and evaluation's greedy generation, answer check and validation (paper §4: greedy decoding, accuracy as the reference computes it).
 
 train.py, eval.py and bench.py import this module and never each other. A checkpoint is a dict of tensors,
 numbers, strings, lists and dicts: written atomically and durably (data.write_atomic), read with
 torch.load(weights_only=True), and rebuilt into exactly the model and vocabulary it was trained with.
 """
 
+import argparse
+import json
 import os
 import pickle
+import shlex
 import signal
 import zipfile
+from collections import namedtuple
 
 import torch
 import torch.distributed as dist
 
 import data
+import tasks
 import weights
 from coconut import Coconut
-from data import fail
+from data import fail, need
 from model import GPT, GPTConfig
 
 CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
@@ -33,7 +38,7 @@ DEFAULTS = dict(  # every run
     dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, latent_stop="fixed",
     icot_tokens_per_stage=8, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
     n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"],
-    frontier_loss=0.0, shallow_share=0.0, pos_init="normal", names="split")  # levers beyond the paper, off
+    frontier_loss=0.0)  # beyond the paper, off
 # The paper's recipe (§4: GPT-2 124M, AdamW lr 1e-4, weight decay 0.01, effective batch 128, constant lr),
 # then what differs per dataset (the reference's configs). micro_batch only splits the batch: 8 on a CPU.
 PAPER = dict(lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, init_std=0.02, uniform_prob=0.0,
@@ -44,7 +49,7 @@ PAPER_DATASETS = {
     "gsm8k": dict(c=2, max_latent_stage=3, epochs_per_stage=[3], num_epochs=25, max_new_tokens=64),
 }
 # The laptop: a small model from scratch on ProsQA-mini (smaller graphs from our generator), fresh questions
-# every epoch, so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: docs/results.md.
+# every epoch, so that the whole curriculum fits in 20 minutes on 2 cores. Why each value: docs/lab.md.
 LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, stream=1, c=1, max_latent_stage=2,
               epochs_per_stage=[3, 1], num_epochs=8, batch_size=8, micro_batch=8, lr=1.5e-3,
               lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
@@ -59,6 +64,27 @@ def recipe(dataset, laptop, device):
     if laptop:
         out.update(LAPTOP)
     return out
+
+
+# Each shipped model's flags, in recipes/NAME.txt: `python train.py --recipe NAME` trains it again.
+RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+
+
+def recipe_names():
+    return sorted(f[:-4] for f in os.listdir(RECIPES) if f.endswith(".txt")) if os.path.isdir(RECIPES) else []
+
+
+def recipe_argv(argv):
+    """argv with --recipe NAME's flags (recipes/NAME.txt, # comments allowed) put before the others."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe")
+    name = pre.parse_known_args(argv)[0].recipe
+    if name is None:
+        return argv
+    need(name in recipe_names(), "--recipe", name, f"no recipes/{name}.txt; expected one of "
+         f"{', '.join(recipe_names())}")
+    with open(os.path.join(RECIPES, name + ".txt"), encoding="utf-8") as f:
+        return shlex.split(f.read(), comments=True) + list(argv)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -78,6 +104,17 @@ def pick_device(requested):
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def start_processes(args):
+    """(ddp, rank, world, device): one process, or one of torchrun's (DDP)."""
+    if "RANK" not in os.environ:
+        return False, 0, 1, pick_device(args.device)
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+    return True, dist.get_rank(), dist.get_world_size(), device
 
 
 def autocast(device, bf16=True):
@@ -159,7 +196,8 @@ def load_checkpoint(path):
 def model_from_checkpoint(ckpt, device):
     """Rebuild exactly the model and vocabulary a checkpoint was trained with -> (Coconut, Tokenizer)."""
     tok = data.Tokenizer.from_state(ckpt["vocab"])
-    config = GPTConfig(**ckpt["model_config"])
+    # "pos_init" (always "normal" in a shipped model) named a lever that did not pay: docs/lab.md, lever (f2)
+    config = GPTConfig(**{k: v for k, v in ckpt["model_config"].items() if k != "pos_init"})
     if config.vocab_size != tok.vocab_size:
         fail(f"{ckpt['path']}: a model of {config.vocab_size} rows with a vocabulary of {tok.vocab_size}")
     coconut = coconut_for(GPT(config), tok, ckpt["meta"]["method"], ckpt["meta"].get("latent_stop"))
@@ -182,8 +220,7 @@ def build_model(args, tok, device):
     if args.model == "tiny":
         torch.manual_seed(args.seed)
         gpt = GPT(GPTConfig(vocab_size=tok.vocab_size - 3, block_size=TINY["block_size"], n_layer=args.n_layer,
-                            n_head=args.n_head, n_embd=args.n_embd, init_std=args.init_std,
-                            pos_init=args.pos_init))
+                            n_head=args.n_head, n_embd=args.n_embd, init_std=args.init_std))
     else:
         try:
             gpt = weights.from_pretrained(args.model)
@@ -203,6 +240,128 @@ def coconut_for(gpt, tok, method, latent_stop):
     s = tok.special
     return Coconut(gpt, s.latent, s.start, s.end, s.eos, pause_as_thought=data.METHODS[method].slots == "pauses",
                    stop_classifier=latent_stop == "classifier")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run folder: config.json, metrics.jsonl, last.pt and best.pt; what a run takes from --init_from's.
+
+def inherit(args, init):
+    """--init_from: the run's model, shape and vocabulary are the checkpoint's (a flag saying otherwise is an
+    error). Returns the line that says what the run starts from."""
+    config, vocab = init["model_config"], data.Tokenizer.from_state(init["vocab"]).kind
+    theirs = {"model": init["args"].get("model", "tiny"), "vocab": vocab, "n_layer": config["n_layer"],
+              "n_embd": config["n_embd"], "n_head": config["n_head"]}
+    for flag, value in theirs.items():
+        if getattr(args, flag) in (None, "auto"):
+            setattr(args, flag, value)
+        need(getattr(args, flag) == value, f"--{flag}", getattr(args, flag),
+             f"--init_from {args.init_from} is {value}: its shape and vocabulary are the run's")
+    return (f"model: {init['path']}: a {config['n_layer']}-layer, {config['n_embd']}-wide {init['meta']['method']} "
+            f"model ({vocab} vocabulary) after {init.get('epoch', -1) + 1} epochs; its weights start this run")
+
+
+def seen_tensor(seen):
+    """The stream's question keys (tasks.question_key: unsigned 64-bit) as int64 bits a checkpoint can hold."""
+    return torch.tensor(sorted(k - (1 << 64) if k >> 63 else k for k in seen), dtype=torch.int64)
+
+
+def seen_keys(tensor):
+    return {k & ((1 << 64) - 1) for k in tensor.tolist()}
+
+
+RunFiles = namedtuple("RunFiles", ["last", "best", "metrics"])
+
+
+def run_files(out_dir):
+    return RunFiles(*(os.path.join(out_dir, name) for name in ("last.pt", "best.pt", "metrics.jsonl")))
+
+
+def write_metrics(history, path):
+    """metrics.jsonl, one line per epoch, rewritten whole from the history the checkpoint carries."""
+    data.write_atomic(path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in history).encode("utf-8")))
+
+
+def start_run_folder(args, files, history):
+    """Rank 0, once every input has passed: clean what a killed save left (data.write_atomic's temporary files),
+    write config.json, and metrics.jsonl from the checkpoint's history. The checkpoint is the commit point: it
+    carries every epoch's metrics line, so after a kill at any moment the file holds each epoch once."""
+    if os.path.isdir(args.out_dir):
+        for name in os.listdir(args.out_dir):
+            if name.endswith(".tmp"):
+                os.remove(os.path.join(args.out_dir, name))
+    data.write_json_atomic(vars(args), os.path.join(args.out_dir, "config.json"), indent=1)
+    write_metrics(history, files.metrics)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A run's data: the splits, the stream of fresh generated questions, the check that every sequence fits.
+
+def load_splits(args, log):
+    """The run's training records (None when --stream 1 draws them per epoch), validation records, and the
+    texts the vocabulary is built from. A compact vocabulary holds every word of the dataset's three split
+    files (a name seen only in a question it is later asked gets an untrained row instead of failing), or, on
+    generated ProsQA, every word the generator can write."""
+    if args.generated_data:
+        # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
+        paths = tasks.ensure_held_out(args.data_dir, args.seed, args.nodes, args.path, LAPTOP_HELD_OUT)
+        held_out = {s: data.load_records(p, graph=True) for s, p in paths.items()}
+        texts = tasks.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs
+                                                   for t in data.record_texts(r)]
+        train = None if args.stream else epoch_records(args, 0, set())
+        sources = {"train": "the generated training stream", "valid": paths["valid"]}
+        return Splits(train, held_out["valid"][: args.val_size], texts, sources)
+    paths = tasks.ensure_dataset(args.dataset, args.data_dir, notice=log)
+    graph = args.dataset == "prosqa"
+    splits = {s: data.load_records(p, graph) for s, p in paths.items()}
+    texts = [t for records in splits.values() for r in records for t in data.record_texts(r)]
+    return Splits(splits["train"][: args.train_size], splits["valid"][: args.val_size], texts, paths)
+
+
+def check_lengths(named_samples, stages, args, tok, block_size):
+    """A sequence longer than the model's context is an error before training starts: one line naming the
+    first such record, as a training sequence of stage 0 or of the last stage plus --max_new_tokens."""
+    final_stage = stages[-1]
+    too_long = []
+    for source, samples in named_samples:
+        for stage in sorted({0, final_stage}):
+            for i, ex in enumerate(build_examples(samples, stage, args, tok)):
+                n = len(ex["input_ids"]) + (args.max_new_tokens if stage == final_stage else 0)
+                if n > block_size:
+                    too_long.append((source, i, n))
+    if too_long:
+        source, i, n = too_long[0]
+        more = len({(s, j) for s, j, _ in too_long}) - 1
+        fail(f"{source}: record {i}: {n} tokens (sequence + --max_new_tokens {args.max_new_tokens}) exceed the "
+             f"model's context of {block_size}" + (f"; {more} more records too" if more else ""))
+
+
+def epoch_records(args, epoch, seen):
+    """Generated ProsQA-mini: epoch `epoch`'s training questions, none of `seen` (their keys join it)."""
+    return tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
+
+
+def stream_samples(args, epoch, tok, seen):
+    """--stream 1: epoch `epoch`'s fresh training questions, tokenized (their keys join `seen`)."""
+    return [data.tokenize_record(tok, r) for r in epoch_records(args, epoch, seen)]
+
+
+Splits = namedtuple("Splits", ["train", "valid", "texts", "sources"])
+
+
+def first_samples(args, splits, tok, start_epoch, resumed):
+    """The tokenized training samples of the first epoch to train, and (--stream 1) the keys of every question
+    of the epochs before it, so that no later epoch repeats one (None: a fixed set). A resumed run reads them
+    from its checkpoint; one without them (older checkpoints) regenerates every earlier epoch, minutes at
+    epoch 40."""
+    if splits.train is not None:
+        return [data.tokenize_record(tok, r) for r in splits.train], None
+    if resumed and "seen" in resumed:
+        seen = seen_keys(resumed["seen"])
+    else:
+        seen = set()
+        for epoch in range(start_epoch):
+            epoch_records(args, epoch, seen)
+    return stream_samples(args, start_epoch, tok, seen), seen
 
 
 # Tests only: COCONUT_TEST_KILL=POINT:EPOCH SIGKILLs the run at that point of that (0-based) epoch, so a kill

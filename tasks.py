@@ -136,7 +136,7 @@ def prosqa_graph(rng, n_nodes, lam=1.5, p_side=0.35, p_person=0.025):
 MAX_GRAPH_DRAWS = 10_000  # a 6-step question takes ~70 draws; an impossible --nodes/--path must not loop forever
 
 
-def prosqa_question_graph(rng, nodes, path, one_step=False):
+def prosqa_question_graph(rng, nodes, path):
     """Draw graphs until one has a target at shortest distance within `path`. Returns (parents per node, the
     entity, its distances, the target, the negative).
 
@@ -145,14 +145,9 @@ def prosqa_question_graph(rng, nodes, path, one_step=False):
     leaf only the other person reaches, and the entity is the person with the farther such target (ties at
     random). Whether the negative is a child of another person (has_shortcut, a one-hop giveaway) is drawn first,
     with the official share SHORTCUT_SHARE, so that a score measures search at every graph size. What each
-    choice changes, measured: docs/results.md, "The generator's choices". one_step (--shallow_share, beyond the
-    paper): the target is a leaf only the entity reaches one step away, not the farthest (the official rule
-    almost never asks a one-step question of a small graph), and the negative always hangs from another person,
-    so that both options hang from a person and only the entity's own edge tells them apart. With the official
-    share, "the option a person points to" would answer 79 % of one-step questions without looking at who asks,
-    and a run mixing them in learned just that (docs/results.md, the lever table).
+    choice changes, measured: docs/lab.md, "The generator's choices".
     """
-    shortcut = rng.random() < SHORTCUT_SHARE or one_step
+    shortcut = rng.random() < SHORTCUT_SHARE
     for _ in range(MAX_GRAPH_DRAWS):
         n = rng.randint(*nodes)
         parents, label = prosqa_graph(rng, n)
@@ -164,7 +159,7 @@ def prosqa_question_graph(rng, nodes, path, one_step=False):
         choices = []  # (distance of the farthest target, entity, its distances, targets, negatives)
         for entity in (0, 1):
             dist, _ = bfs(children, entity)
-            targets = [i for i in leaves if label[i] == 1 << entity and parents[i] and (dist[i] == 1 or not one_step)]
+            targets = [i for i in leaves if label[i] == 1 << entity and parents[i]]
             negatives = [i for i in leaves if label[i] == 1 << (1 - entity) and parents[i]]
             if targets and negatives:
                 choices.append((max(dist[i] for i in targets), entity, dist, targets, negatives))
@@ -186,27 +181,20 @@ def prosqa_question_graph(rng, nodes, path, one_step=False):
     return parents, root, dist, rng.choice([i for i in targets if dist[i] == far]), rng.choice(negatives)
 
 
-def prosqa_sample(rng, nodes=(17, 28), path=(3, 6), one_step=False, names="split"):
-    """A ProsQA record: a question graph (prosqa_question_graph), its nodes named and its edges written out.
-    names="shared" (--names, beyond the paper) names persons and concepts from one pool, so that any name can be
-    either: a lookup a model learns for concepts ("Every X is a") then has to serve persons too; "alike" also
-    writes a person's statements as a concept's ("Every Tom is a X."), so that nothing but the graph tells a
-    person from a concept (the answer keeps "Tom is a Y.")."""
-    parents, root, dist, target, neg = prosqa_question_graph(rng, nodes, path, one_step)
+def prosqa_sample(rng, nodes=(17, 28), path=(3, 6)):
+    """A ProsQA record: a question graph (prosqa_question_graph), its nodes named and its edges written out."""
+    parents, root, dist, target, neg = prosqa_question_graph(rng, nodes, path)
     n = len(parents)
     people = [i for i in range(n) if not parents[i]]
     # names are unique within a graph
-    if names in ("shared", "alike"):
-        symbol = dict(zip([*people, *(i for i in range(n) if parents[i])], rng.sample(PERSON_NAMES + CONCEPT_NAMES, n)))
-    else:
-        symbol = dict(zip(people, rng.sample(PERSON_NAMES, len(people))))
-        symbol.update(zip([i for i in range(n) if parents[i]], rng.sample(CONCEPT_NAMES, n - len(people))))
+    symbol = dict(zip(people, rng.sample(PERSON_NAMES, len(people))))
+    symbol.update(zip([i for i in range(n) if parents[i]], rng.sample(CONCEPT_NAMES, n - len(people))))
     idx_to_symbol = [symbol[i] for i in range(n)]
     edges = [[p, c] for c in range(n) for p in parents[c]]
     rng.shuffle(edges)
 
     def statement(p, c):
-        every = "Every " if parents[p] or names == "alike" else ""
+        every = "Every " if parents[p] else ""
         return f"{every}{symbol[p]} is a {symbol[c]}."
 
     # One shortest path, ties broken at random: walk back from the target through nodes one step closer.
@@ -241,7 +229,7 @@ def is_held_out(question):
     return question_key(question) % HELD_OUT_EVERY == 0
 
 
-def prosqa_records(rng, size, nodes, path, held_out, seen, one_step=False, names="split"):
+def prosqa_records(rng, size, nodes, path, held_out, seen):
     """`size` new records of one side of the held-out partition; each question's key is added to `seen`, and a
     question already in `seen` is drawn again. Within the official 3-6-step range each record's length is first
     drawn from OFFICIAL_PATH_SHARES (see generate_prosqa)."""
@@ -250,9 +238,9 @@ def prosqa_records(rng, size, nodes, path, held_out, seen, one_step=False, names
     while len(out) < size:
         if shares:
             length = rng.choices(list(shares), weights=list(shares.values()))[0]
-            r = prosqa_sample(rng, nodes, (length, length), names=names)
+            r = prosqa_sample(rng, nodes, (length, length))
         else:
-            r = prosqa_sample(rng, nodes, path, one_step, names)
+            r = prosqa_sample(rng, nodes, path)
         key = question_key(r["question"])
         if is_held_out(r["question"]) == held_out and key not in seen:
             seen.add(key)
@@ -260,34 +248,31 @@ def prosqa_records(rng, size, nodes, path, held_out, seen, one_step=False, names
     return out
 
 
-def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6), names="split"):
+def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
     """Splits of ProsQA-style records; deterministic for a seed; no question appears in two splits, and
     validation and test questions are held out (is_held_out) from every training set of any seed. In the
     official 3-6-step range each record's length is first drawn from the official split's shares
-    (OFFICIAL_PATH_SHARES), which the rules alone do not reproduce (docs/results.md); other ranges keep the
+    (OFFICIAL_PATH_SHARES), which the rules alone do not reproduce (docs/lab.md); other ranges keep the
     lengths the rules give."""
     rng, seen = random.Random(seed), set()
-    return {split: prosqa_records(rng, size, nodes, path, split in HELD_OUT_SPLITS, seen, names=names)
+    return {split: prosqa_records(rng, size, nodes, path, split in HELD_OUT_SPLITS, seen)
             for split, size in sizes.items()}
 
 
-def prosqa_epoch(seed, epoch, size, nodes, path, seen, shallow=0, names="split"):
+def prosqa_epoch(seed, epoch, size, nodes, path, seen):
     """Epoch `epoch`'s training questions of the endless stream: `size` records never held out and never in
     `seen` (the keys of every earlier epoch's questions; this epoch's are added). A pure function of the seed
-    and the epoch once `seen` holds epochs 0..epoch-1, which is what makes --resume exact. `shallow` of them
-    (--shallow_share, beyond the paper) are one-step questions, drawn after the others."""
-    rng = random.Random(f"prosqa-stream-{seed}-{epoch}")
-    records = prosqa_records(rng, size - shallow, nodes, path, False, seen, names=names)
-    return records + prosqa_records(rng, shallow, nodes, (1, 1), False, seen, True, names) if shallow else records
+    and the epoch once `seen` holds epochs 0..epoch-1, which is what makes --resume exact."""
+    return prosqa_records(random.Random(f"prosqa-stream-{seed}-{epoch}"), size, nodes, path, False, seen)
 
 
-def ensure_held_out(data_dir, seed, nodes, path, sizes, names="split"):
+def ensure_held_out(data_dir, seed, nodes, path, sizes):
     """{split: path} of a generated run's validation and test questions in data_dir, generated if missing: a pure
     function of the seed and the graph sizes, so a run folder (or a shipped model) finds the same questions
     anywhere."""
     paths = {s: os.path.join(data_dir, f"prosqa_{s}.json") for s in sizes}
     if not all(os.path.exists(p) for p in paths.values()):
-        for s, records in generate_prosqa(sizes, seed, tuple(nodes), tuple(path), names).items():
+        for s, records in generate_prosqa(sizes, seed, tuple(nodes), tuple(path)).items():
             write_json_atomic(records, paths[s])
     return paths
 
@@ -471,6 +456,18 @@ def check_generator_flags(nodes, path):
                         f"{len(CONCEPT_NAMES) + 2} ({len(CONCEPT_NAMES)} concept names)")
 
 
+def show(args):
+    """--show: one generated question and its training sequence at every stage, what carries loss marked."""
+    if args.dataset != "prosqa":
+        raise DataError("--show: only for prosqa")
+    check_generator_flags(args.nodes, args.path)
+    record = generate_prosqa({"valid": 1}, args.seed, tuple(args.nodes), tuple(args.path))["valid"][0]
+    tok = Tokenizer.build("words", record_texts(record))  # a token per word: the sequence reads as text
+    print(f"question: {record['question']}\nsteps: {' '.join(record['steps'])}\nanswer: {record['answer']}\n")
+    print(show_stages(record, Curriculum("coconut", args.c, args.max_latent_stage), tok,
+                      range(args.max_latent_stage + 2)))
+
+
 def main(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=DATASETS)
@@ -496,14 +493,7 @@ def main(argv=None):
     if os.path.isfile(args.out):
         raise DataError(f"--out {args.out}: is a file, not a folder")
     if args.show:
-        if args.dataset != "prosqa":
-            raise DataError("--show: only for prosqa")
-        check_generator_flags(args.nodes, args.path)
-        record = generate_prosqa({"valid": 1}, args.seed, tuple(args.nodes), tuple(args.path))["valid"][0]
-        tok = Tokenizer.build("words", record_texts(record))
-        print(f"question: {record['question']}\nsteps: {' '.join(record['steps'])}\nanswer: {record['answer']}\n")
-        print(show_stages(record, Curriculum("coconut", args.c, args.max_latent_stage), tok,
-                          range(args.max_latent_stage + 2)))
+        show(args)
     elif args.stats:
         if args.dataset != "prosqa" or args.generate:
             raise DataError("--stats: only for prosqa, and not with --generate (which prints them itself)")

@@ -10,14 +10,12 @@ the stage changes (§3 "Training Procedure"). Every default is in run.py's recip
 """
 
 import argparse
-import json
 import math
 import os
 import random
 import shlex
 import sys
 import time
-from collections import namedtuple
 
 import torch
 import torch.distributed as dist
@@ -28,8 +26,10 @@ import weights
 from coconut import frontier_loss
 from data import (ArgumentParser, fail, flag_type, need, nonnegative_float, nonnegative_int, one_of, positive_float,
                   positive_int, switch)
-from run import (DEFAULTS, LAPTOP_HELD_OUT, TINY, autocast, build_examples, build_model, checkpoint_state, evaluate,
-                 fault_point, load_checkpoint, load_weights, pick_device, recipe, save_checkpoint, split_text)
+from run import (DEFAULTS, TINY, autocast, build_examples, build_model, check_lengths, checkpoint_state, evaluate,
+                 fault_point, first_samples, inherit, load_checkpoint, load_splits, load_weights, pick_device, recipe,
+                 recipe_argv, recipe_names, run_files, save_checkpoint, seen_tensor, split_text, start_processes,
+                 start_run_folder, stream_samples, write_metrics)
 
 
 def get_args(argv=None):
@@ -78,15 +78,16 @@ def get_args(argv=None):
     p.add_argument("--model", default=DEFAULTS["model"], help=h("model", "auto | tiny | gpt2 | gpt2-medium | ... "
                    "| a Hugging Face folder (auto: tiny without a GPU, else gpt2)"))
     p.add_argument("--vocab", default=DEFAULTS["vocab"], choices=("auto",) + data.VOCABS, help=h("vocab", "auto: "
-                   "words for a model from scratch on ProsQA/ProntoQA, else gpt2 (see data.Tokenizer)"))
-    p.add_argument("--n_layer", type=positive_int, help=h("n_layer", "--model tiny: layers"))
-    p.add_argument("--n_embd", type=positive_int, help=h("n_embd", "--model tiny: width"))
-    p.add_argument("--n_head", type=positive_int, help=h("n_head", "--model tiny: attention heads"))
+                   "--init_from's; else, for a model from scratch, parent-child on ProsQA (the layout in which a "
+                   "small model learns to search) and words on ProntoQA; else gpt2 (see data.Tokenizer)"))
+    p.add_argument("--n_layer", type=positive_int, help=h("n_layer", "--model tiny: layers (--init_from: its)"))
+    p.add_argument("--n_embd", type=positive_int, help=h("n_embd", "--model tiny: width (--init_from: its)"))
+    p.add_argument("--n_head", type=positive_int, help=h("n_head", "--model tiny: attention heads (--init_from: "
+                                                         "its)"))
     p.add_argument("--init_std", type=positive_float, help=h("init_std", "--model tiny: std of the initial weights "
                                                              "(GPT-2's 0.02 is tuned for width 768)"))
-    p.add_argument("--pos_init", choices=("normal", "sinusoidal"), help=h("pos_init", "--model tiny, beyond the "
-                   "paper: the learned position table starts random (GPT-2's) or as sines and cosines"))
-    p.add_argument("--init_from", help="a checkpoint (.pt or run folder) to start from, e.g. CoT")
+    p.add_argument("--init_from", help="a checkpoint (.pt or run folder) to start from, e.g. CoT; its shape and "
+                   "vocabulary are the run's")
     p.add_argument("--start_epoch", type=int, help="first epoch to train; with --init_from it defaults to the length "
                    "of stage 0: the checkpoint already is stage 0 (the paper's GSM8k recipe) [here: 0]")
     p.add_argument("--bf16", type=switch, help=h("bf16", "bf16 autocast on CUDA (0: fp32, as the reference's configs)"))
@@ -99,38 +100,38 @@ def get_args(argv=None):
                                                              "(--stream 1: fresh questions per epoch)"))
     p.add_argument("--stream", type=switch, help=h("stream", "generated ProsQA: 1 draws --train_size fresh "
                    "questions every epoch, none ever repeated; 0 repeats one fixed set of that size"))
-    p.add_argument("--shallow_share", type=probability, help=h("shallow_share", "beyond the paper: the share of "
-                   "one-step questions in generated ProsQA's first epoch, falling linearly to 0 by the last"))
-    p.add_argument("--names", choices=("split", "shared", "alike"), help=h("names", "beyond the paper: generated "
-                   "ProsQA names persons and concepts from their own pools (split), from one (shared), or from one "
-                   "with a person's statements written as a concept's, 'Every Tom is a X.' (alike)"))
     p.add_argument("--val_size", type=positive_int, help=h("val_size", "use the first N validation records"))
     p.add_argument("--nodes", type=int, nargs=2, help=h("nodes", "generated ProsQA graph sizes (min max)"))
     p.add_argument("--path", type=int, nargs=2, help=h("path", "generated ProsQA path lengths (min max)"))
     p.add_argument("--max_new_tokens", type=positive_int, help=h("max_new_tokens"))
-    p.add_argument("--out_dir", help="default out/<dataset>-<method>-c<c>")
+    p.add_argument("--out_dir", help="default out/<recipe>, else out/<dataset>-<method>-c<c>")
     p.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
     p.add_argument("--seed", type=int, help=h("seed"))
-    p.add_argument("--stop_after_epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
-    return p.parse_args(argv)
+    p.add_argument("--stop_after_epoch", type=positive_int, help="stop after this epoch; the schedule stays "
+                   "--num_epochs long (models/prosqa-mini-cot is epoch 19 of 60)")
+    p.add_argument("--recipe", help="the flags of recipes/RECIPE.txt (each shipped model's), before the command "
+                   f"line's, which win: {', '.join(recipe_names())}")
+    return p.parse_args(recipe_argv(sys.argv[1:] if argv is None else argv))
 
 
 def resolve(args, device):
-    """Fill unset flags from the run's recipe (run.recipe: the paper's, or the laptop's when the model is the
-    tiny one on generated ProsQA). Returns the notes to show once every flag has been checked."""
-    notes = []
-    if args.model == "auto":
-        if device == "cpu":
+    """Fill unset flags: from --init_from's checkpoint (its shape and vocabulary), then from the run's recipe
+    (run.recipe: the paper's, or the laptop's when the model is the tiny one on generated ProsQA). Returns the
+    notes to show once every flag has been checked, and --init_from's checkpoint (or None)."""
+    notes, init = [], load_checkpoint(args.init_from) if args.init_from else None
+    if init:
+        notes.append(inherit(args, init))
+    elif args.model == "auto" and device == "cpu":
+        args.model = "tiny"
+        notes.append("model: tiny (a GPT-2-shaped model from scratch), since no GPU is present; the paper's "
+                     "setup is --model gpt2 on a GPU")
+    elif args.model == "auto":
+        try:
+            weights.download_gpt2("gpt2")
+            args.model = "gpt2"
+        except ConnectionError as e:
             args.model = "tiny"
-            notes.append("model: tiny (a GPT-2-shaped model from scratch), since no GPU is present; the paper's "
-                         "setup is --model gpt2 on a GPU")
-        else:
-            try:
-                weights.download_gpt2("gpt2")
-                args.model = "gpt2"
-            except ConnectionError as e:
-                args.model = "tiny"
-                notes.append(f"model: tiny, since GPT-2's weights could not be fetched ({e}); --model gpt2 needs them")
+            notes.append(f"model: tiny, since GPT-2's weights could not be fetched ({e}); --model gpt2 needs them")
     if args.model not in ("tiny", *weights.HF_REPOS) and not os.path.isdir(args.model):
         fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(weights.HF_REPOS)} or a Hugging Face folder")
     laptop = args.model == "tiny" and args.dataset == "prosqa" and args.data_dir is None
@@ -138,11 +139,10 @@ def resolve(args, device):
         if getattr(args, k, None) is None:
             setattr(args, k, v)
     if args.vocab == "auto":
-        args.vocab = "words" if args.model == "tiny" and args.dataset != "gsm8k" else "gpt2"
+        args.vocab = "gpt2" if args.model != "tiny" else "parent-child" if args.dataset == "prosqa" else "words"
     args.generated_data = laptop
     if laptop:
         args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
-        args.data_dir += "" if args.names == "split" else f"-{args.names}"  # their own held-out questions
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
                     f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
         notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"
@@ -152,8 +152,8 @@ def resolve(args, device):
     if args.start_epoch is None:
         args.start_epoch = args.epochs_per_stage[0] if args.init_from else 0
     args.data_dir = args.data_dir or "data"
-    args.out_dir = args.out_dir or os.path.join("out", f"{args.dataset}-{args.method}-c{args.c}")
-    return notes
+    args.out_dir = args.out_dir or os.path.join("out", args.recipe or f"{args.dataset}-{args.method}-c{args.c}")
+    return notes, init
 
 
 def check_args(args, world):
@@ -174,12 +174,6 @@ def check_args(args, world):
          args.frontier_loss, f"scores thoughts on a graph: only for --dataset prosqa and --method {' or '.join(feedback)}")
     need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
          f"a pretrained model ({args.model}) keeps GPT-2's vocabulary: --vocab gpt2")
-    need(args.pos_init == "normal" or (args.model == "tiny" and not args.init_from), "--pos_init", args.pos_init,
-         "starts a model's position table: only for --model tiny without --init_from")
-    need(args.generated_data or not args.shallow_share, "--shallow_share", args.shallow_share,
-         "mixes generated one-step questions in: only for --model tiny --dataset prosqa without --data_dir")
-    need(args.generated_data or args.names == "split", "--names", args.names,
-         "names generated ProsQA-mini's nodes: only for --model tiny --dataset prosqa without --data_dir")
     need(args.generated_data or not args.stream, "--stream", args.stream,
          "draws generated ProsQA-mini: only for --model tiny --dataset prosqa without --data_dir")
     if args.generated_data:
@@ -227,66 +221,6 @@ def learning_rate(step, steps_in_stage, args):
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def load_splits(args, log):
-    """The run's training records (None when --stream 1 draws them per epoch), validation records, and the
-    texts the vocabulary is built from. A compact vocabulary holds every word of the dataset's three split
-    files (a name seen only in a question it is later asked gets an untrained row instead of failing), or, on
-    generated ProsQA, every word the generator can write."""
-    if args.generated_data:
-        # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
-        paths = tasks.ensure_held_out(args.data_dir, args.seed, args.nodes, args.path, LAPTOP_HELD_OUT, args.names)
-        held_out = {s: data.load_records(p, graph=True) for s, p in paths.items()}
-        texts = tasks.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs
-                                                   for t in data.record_texts(r)]
-        train = None if args.stream else epoch_records(args, 0, set())
-        sources = {"train": "the generated training stream", "valid": paths["valid"]}
-        return Splits(train, held_out["valid"][: args.val_size], texts, sources)
-    paths = tasks.ensure_dataset(args.dataset, args.data_dir, notice=log)
-    graph = args.dataset == "prosqa"
-    splits = {s: data.load_records(p, graph) for s, p in paths.items()}
-    texts = [t for records in splits.values() for r in records for t in data.record_texts(r)]
-    return Splits(splits["train"][: args.train_size], splits["valid"][: args.val_size], texts, paths)
-
-
-def check_lengths(named_samples, stages, args, tok, block_size):
-    """A sequence longer than the model's context is an error before training starts: one line naming the
-    first such record, as a training sequence of stage 0 or of the last stage plus --max_new_tokens."""
-    final_stage = stages[-1]
-    too_long = []
-    for source, samples in named_samples:
-        for stage in sorted({0, final_stage}):
-            for i, ex in enumerate(build_examples(samples, stage, args, tok)):
-                n = len(ex["input_ids"]) + (args.max_new_tokens if stage == final_stage else 0)
-                if n > block_size:
-                    too_long.append((source, i, n))
-    if too_long:
-        source, i, n = too_long[0]
-        more = len({(s, j) for s, j, _ in too_long}) - 1
-        fail(f"{source}: record {i}: {n} tokens (sequence + --max_new_tokens {args.max_new_tokens}) exceed the "
-             f"model's context of {block_size}" + (f"; {more} more records too" if more else ""))
-
-
-def epoch_records(args, epoch, seen):
-    """Generated ProsQA-mini: epoch `epoch`'s training questions, none of `seen` (their keys join it)."""
-    return tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen,
-                              shallow_questions(args, epoch), args.names)
-
-
-def shallow_questions(args, epoch):
-    """--shallow_share (beyond the paper): how many of epoch `epoch`'s questions take one step. Easy questions
-    first: the share falls linearly from --shallow_share at the first epoch to 0 after the last."""
-    return round(args.shallow_share * (1 - epoch / args.num_epochs) * args.train_size)
-
-
-def stream_samples(args, epoch, tok, seen):
-    """--stream 1: epoch `epoch`'s fresh training questions, tokenized (their keys join `seen`)."""
-    return [data.tokenize_record(tok, r) for r in epoch_records(args, epoch, seen)]
-
-
-Splits = namedtuple("Splits", ["train", "valid", "texts", "sources"])
-RunFiles = namedtuple("RunFiles", ["last", "best", "metrics"])
-
-
 def interrupted(epoch, files):
     """Ctrl-C: one line saying what is on disk and the command that continues. The checkpoint is read back rather
     than remembered, and metrics.jsonl rewritten from it: a Ctrl-C may land between the two writes."""
@@ -320,30 +254,14 @@ def micro_batches(batches, examples, args, world, rank, tok):
                for chunk in chunks if chunk]
 
 
-def start_processes(args):
-    """(ddp, rank, world, device): one process, or one of torchrun's (DDP)."""
-    if "RANK" not in os.environ:
-        return False, 0, 1, pick_device(args.device)
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-    return True, dist.get_rank(), dist.get_world_size(), device
-
-
-def run_files(out_dir):
-    return RunFiles(*(os.path.join(out_dir, name) for name in ("last.pt", "best.pt", "metrics.jsonl")))
-
-
-def checkpoints(args, files):
-    """The run's own checkpoint (--resume) and --init_from's, or None."""
+def resumed_checkpoint(args, files):
+    """The run's own checkpoint (--resume), or None."""
     resumed = load_checkpoint(files.last) if args.resume else None
-    init = load_checkpoint(args.init_from) if args.init_from else None
     if resumed and resumed["meta"]["method"] != args.method:
         fail(f"--resume: {files.last} was trained with --method {resumed['meta']['method']}, not {args.method}")
     if resumed and "metrics" not in resumed:
         fail(f"--resume: {files.last} predates the metrics history checkpoints carry; evaluate it, or start anew")
-    return resumed, init
+    return resumed
 
 
 def vocabulary(args, texts, inherited):
@@ -351,8 +269,7 @@ def vocabulary(args, texts, inherited):
     if not inherited:
         return data.Tokenizer.build(args.vocab, texts)
     tok = data.Tokenizer.from_state(inherited["vocab"])
-    if tok.kind != args.vocab:
-        fail(f"--vocab {args.vocab}: {inherited['path']} was trained with --vocab {tok.kind}")
+    need(tok.kind == args.vocab, "--vocab", args.vocab, f"{inherited['path']} was trained with --vocab {tok.kind}")
     return tok
 
 
@@ -369,48 +286,6 @@ def model_for(args, tok, device, init, resumed):
     if args.compile:  # compiles the forward in place: parameters, state_dict and the thought loop are unchanged
         coconut.model.compile(dynamic=True)
     return coconut
-
-
-def first_samples(args, splits, tok, start_epoch, resumed):
-    """The tokenized training samples of the first epoch to train, and (--stream 1) the keys of every question
-    of the epochs before it, so that no later epoch repeats one (None: a fixed set). A resumed run reads them
-    from its checkpoint; one without them (older checkpoints) regenerates every earlier epoch, minutes at
-    epoch 40."""
-    if splits.train is not None:
-        return [data.tokenize_record(tok, r) for r in splits.train], None
-    if resumed and "seen" in resumed:
-        seen = seen_keys(resumed["seen"])
-    else:
-        seen = set()
-        for epoch in range(start_epoch):
-            epoch_records(args, epoch, seen)
-    return stream_samples(args, start_epoch, tok, seen), seen
-
-
-def seen_tensor(seen):
-    """The stream's question keys (tasks.question_key: unsigned 64-bit) as int64 bits a checkpoint can hold."""
-    return torch.tensor(sorted(k - (1 << 64) if k >> 63 else k for k in seen), dtype=torch.int64)
-
-
-def seen_keys(tensor):
-    return {k & ((1 << 64) - 1) for k in tensor.tolist()}
-
-
-def write_metrics(history, path):
-    """metrics.jsonl, one line per epoch, rewritten whole from the history the checkpoint carries."""
-    data.write_atomic(path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in history).encode("utf-8")))
-
-
-def start_run_folder(args, files, history):
-    """Rank 0, once every input has passed: clean what a killed save left (data.write_atomic's temporary files),
-    write config.json, and metrics.jsonl from the checkpoint's history. The checkpoint is the commit point: it
-    carries every epoch's metrics line, so after a kill at any moment the file holds each epoch once."""
-    if os.path.isdir(args.out_dir):
-        for name in os.listdir(args.out_dir):
-            if name.endswith(".tmp"):
-                os.remove(os.path.join(args.out_dir, name))
-    data.write_json_atomic(vars(args), os.path.join(args.out_dir, "config.json"), indent=1)
-    write_metrics(history, files.metrics)
 
 
 def optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args):
@@ -485,7 +360,12 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
     return losses
 
 
-def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, files, args, log):
+def best_accuracy(history, final_stage):
+    """The best validation accuracy among the epochs at the final stage (-1.0 before the first)."""
+    return max((m["val_acc"] for m in history if m["stage"] == final_stage), default=-1.0)
+
+
+def save_epoch(coconut, tok, optimizer, history, stages, epoch, seen, files, args, log):
     """Log the epoch, write best.pt (the best validation accuracy at the final stage) and last.pt, then
     metrics.jsonl from the history last.pt carries. last.pt also keeps the stream's question keys (`seen`), so
     that --resume need not regenerate them. Rank 0 only."""
@@ -495,8 +375,8 @@ def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, 
         f"val loss {m['val_loss']:.4f} | val acc {split_text(m, 'val_acc', 'val_n')} | "
         f"new tokens {m['val_new_tokens']:.1f} | questions seen "
         f"{m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | {m['seconds']:.0f}s")
-    best = stage == stages[-1] and m["val_acc"] > best_acc  # best among epochs evaluated as at the end
-    state = checkpoint_state(coconut, tok, args, epoch, stage, optimizer, history, m["val_acc"] if best else best_acc)
+    best = stage == stages[-1] and m["val_acc"] > best_accuracy(history[:-1], stages[-1])  # evaluated as at the end
+    state = checkpoint_state(coconut, tok, args, epoch, stage, optimizer, history, best_accuracy(history, stages[-1]))
     if best:
         save_checkpoint(state, files.best)
         fault_point("after-best", epoch)
@@ -507,17 +387,26 @@ def save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, 
     write_metrics(history, files.metrics)
 
 
+def describe(args, device, world, coconut, tok, train_tok, seen, valid_tok):
+    """The run's first lines after the notes: every flag, then the machine, the model and the data."""
+    return "\n".join(["config: " + " ".join(f"{k}={v}" for k, v in vars(args).items()),
+            f"device {device}{' bf16' if device.startswith('cuda') and args.bf16 else ''}, {world} process(es), "
+            f"{coconut.model.num_params() / 1e6:.2f}M parameters, {tok.kind} vocabulary of {tok.vocab_size} rows, "
+            f"{len(train_tok)} {'fresh ' if seen is not None else ''}train samples per epoch / {len(valid_tok)} "
+            "valid samples"])
+
+
 def main(argv=None):
     t_start = time.time()
     args = get_args(argv)
     ddp, rank, world, device = start_processes(args)
     log = print if rank == 0 else (lambda *a, **k: None)
-    notes = resolve(args, device)
+    notes, init = resolve(args, device)
     check_args(args, world)
     for note in notes:  # once every flag has passed
         log(note)
     files = run_files(args.out_dir)
-    resumed, init = checkpoints(args, files)
+    resumed = resumed_checkpoint(args, files)
     splits = load_splits(args, log)
     tok = vocabulary(args, splits.texts, resumed or init)
     valid_tok = [data.tokenize_record(tok, r) for r in splits.valid]
@@ -530,22 +419,16 @@ def main(argv=None):
     history = list(resumed["metrics"]) if resumed else []
     if rank == 0:
         start_run_folder(args, files, history)
-        log("config: " + " ".join(f"{k}={v}" for k, v in vars(args).items()))
-        log(f"device {device}{' bf16' if device.startswith('cuda') and args.bf16 else ''}, {world} process(es), "
-            f"{coconut.model.num_params() / 1e6:.2f}M parameters, {tok.kind} vocabulary of {tok.vocab_size} rows, "
-            f"{len(train_tok)} {'fresh ' if seen is not None else ''}train samples per epoch / {len(valid_tok)} "
-            "valid samples")
+        log(describe(args, device, world, coconut, tok, train_tok, seen, valid_tok))
     model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
     optimizer, optimizer_stage = resumed_optimizer(resumed, coconut, args)
-    best_acc = resumed["best_acc"] if resumed else -1.0
     epoch = start_epoch
     try:
-        for epoch in range(start_epoch, args.num_epochs):
+        for epoch in range(start_epoch, min(args.num_epochs, args.stop_after_epoch or args.num_epochs)):
             stage = stages[epoch]
             optimizer = optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args)  # fresh at a new stage
             optimizer_stage, t0 = stage, time.time()
-            if seen is not None and epoch > start_epoch:
-                train_tok = stream_samples(args, epoch, tok, seen)
+            train_tok = stream_samples(args, epoch, tok, seen) if seen is not None and epoch > start_epoch else train_tok
             data_seconds = time.time() - t0
             train_losses = train_epoch(model, optimizer, train_tok, tok, stages, epoch, args, ddp, world, rank, device)
             trained = epoch + 1 - args.start_epoch  # epochs this run (and the runs it resumes) trained
@@ -555,19 +438,23 @@ def main(argv=None):
                             "distinct_questions": (trained if seen is not None else 1) * len(train_tok),
                             "seconds": time.time() - t0, "data_seconds": data_seconds, "wall": time.time() - t_start})
             if rank == 0:
-                save_epoch(coconut, tok, optimizer, history, stages, epoch, best_acc, seen, files, args, log)
-            if stage == stages[-1]:
-                best_acc = max(best_acc, history[-1]["val_acc"])
-            if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
-                break
+                save_epoch(coconut, tok, optimizer, history, stages, epoch, seen, files, args, log)
     except KeyboardInterrupt:
         if rank == 0:
             interrupted(epoch, files)
         raise SystemExit(130)
+    finish(args, files, ddp, log)
+    return best_accuracy(history, stages[-1])
+
+
+def finish(args, files, ddp, log):
+    """Tear DDP down, then say where the model is and how to evaluate it."""
     if ddp:
         dist.barrier()  # rank 0 may still be saving; tearing gloo down under it aborts the other rank
         dist.destroy_process_group()
-    return best_acc
+    best = files.best if os.path.exists(files.best) else files.last
+    log(f"done: the model is {best}; evaluate it on the test questions and read its thoughts with\n"
+        f"  python eval.py --ckpt {args.out_dir} --split test --probe 3")
 
 
 if __name__ == "__main__":

@@ -61,20 +61,25 @@ def refused(call, args):
     (["--device", "tpu"], "error: --device tpu: expected cpu, cuda, cuda:N or mps"),
     (["--method", "cot", "--latent_stop", "classifier"],
      "error: --latent_stop classifier: only for --method coconut or no-curriculum, not cot"),
-    (["--shallow_share", "0.3"], "error: --shallow_share 0.3: mixes generated one-step questions in: only for "
-                                 "--model tiny --dataset prosqa without --data_dir"),
-    (["--names", "shared"], "error: --names shared: names generated ProsQA-mini's nodes: only for --model tiny "
-                            "--dataset prosqa without --data_dir"),
     (["--method", "cot", "--frontier_loss", "1"],
      "error: --frontier_loss 1.0: scores thoughts on a graph: only for --dataset prosqa and --method coconut or "
      "no-curriculum"),
-    (["--pos_init", "sinusoidal", "--init_from", "elsewhere.pt", "--start_epoch", "0"],
-     "error: --pos_init sinusoidal: starts a model's position table: only for --model tiny without --init_from"),
+    (["--recipe", "prosqa-mini-nothing"], "error: --recipe prosqa-mini-nothing: no recipes/prosqa-mini-nothing.txt; "
+     "expected one of prosqa-mini-coconut, prosqa-mini-coconut-analysis, prosqa-mini-coconut-c2, "
+     "prosqa-mini-coconut-c2-analysis, prosqa-mini-coconut-frontier, prosqa-mini-cot, prosqa-mini-no-cot"),
 ])
 def test_bad_train_flags_fail_with_one_line_and_write_nothing(mini_dir, tmp_path, flags, line):
     out = tmp_path / "run"
     assert refused(train.main, TINY + ["--data_dir", mini_dir, "--out_dir", str(out), *flags]) == line
     assert not out.exists()
+
+
+def test_init_from_gives_the_shape_and_vocabulary_and_a_flag_saying_otherwise_is_refused(tmp_path):
+    cot = os.path.join(ROOT, "models", "prosqa-mini-cot")
+    for flag, value, theirs in (("--n_embd", "256", "128"), ("--n_layer", "6", "4"), ("--vocab", "words", "parent-child")):
+        assert refused(train.main, ["--init_from", cot, flag, value, "--out_dir", str(tmp_path / "run")]) == (
+            f"error: {flag} {value}: --init_from {cot} is {theirs}: its shape and vocabulary are the run's")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("flags,start", [
@@ -119,7 +124,6 @@ def test_curves_need_a_plot_folder_and_run_folders(tmp_path):
     assert refused(ev.main, ["--curves", str(tmp_path)]) == f"error: --curves {tmp_path}: needs --plot DIR"
     assert refused(ev.main, ["--curves", str(tmp_path), "--plot", str(tmp_path / "figs")]) == (
         f"error: --curves {tmp_path}: no metrics.jsonl in this folder")
-    assert refused(ev.main, ["--ckpt", str(tmp_path), "--at", "15", "30"]) == "error: --at 15 30: reads --curves RUN..."
     assert os.listdir(tmp_path) == []
 
 

@@ -96,37 +96,29 @@ def test_a_word_vocabulary_makes_every_name_one_token_and_is_small(prosqa):
     assert len(words.encode(question)) < 0.7 * len(full.encode(question))
 
 
-def test_the_edges_vocabulary_writes_a_statement_in_three_tokens_and_reads_it_back(generated):
+def test_the_parent_child_vocabulary_writes_each_child_right_after_its_parent_and_reads_every_text_back(generated):
+    """--vocab parent-child: "Every X is a Y." as [Every, X, Y] and "Tom is a X." as [Tom, X, .], so that in every
+    statement the child directly follows its parent; what the model writes reads back as the statement."""
     texts = [t for r in generated for t in data.record_texts(r)]
-    words, edges = Tokenizer.build("words", texts), Tokenizer.build("edges", texts)
-    assert all(edges.decode(edges.encode(t)) == t for t in texts)
-    step = generated[0]["steps"][1]  # "Every X is a Y."
-    assert step.startswith("Every ") and len(edges.encode(step)) == 3 and len(words.encode(step)) == 6
-    assert len(edges.encode(generated[0]["steps"][0])) == 3  # "Tom is a X." as [Tom, is, X]
-    ratio = sum(len(edges.encode(t)) for t in texts) / sum(len(words.encode(t)) for t in texts)
-    assert 0.5 < ratio < 0.6  # the same questions in a little over half the tokens
-    with pytest.raises(DataError, match="--vocab edges: .* does not read back from three-word statements"):
-        Tokenizer.build("edges", ["Every vumpus is a brimpus. Max is not wooden.\n"])  # ProntoQA's text
-
-
-@pytest.mark.parametrize("vocab,concept_form,person_form", [
-    ("edges", ["Every", "X", "Y"], ["Tom", "is", "X"]),
-    ("triples", ["X", "is", "Y"], ["Tom", "is", "X"]),  # one form for both; the name's case tells them apart
-    ("pairs", ["Every", "X", "Y"], ["Tom", "X", "."]),  # every child directly after its parent
-])
-def test_each_statement_vocabulary_writes_a_statement_in_its_three_slots_and_reads_every_text_back(
-        generated, vocab, concept_form, person_form):
-    texts = [t for r in generated for t in data.record_texts(r)]
-    edges, tok = Tokenizer.build("edges", texts), Tokenizer.build(vocab, texts)
+    words, tok = Tokenizer.build("words", texts), Tokenizer.build("parent-child", texts)
     assert all(tok.decode(tok.encode(t)) == t for t in texts)
     concept, person = generated[0]["steps"][1], generated[0]["steps"][0]  # "Every X is a Y.", "Tom is a X."
-    names = {"X": concept.split()[1], "Y": concept.rstrip(".").split()[-1], "Tom": person.split()[0]}
-    assert [tok.pieces[i] for i in tok.encode(concept)] == [names.get(w, w) for w in concept_form]
-    assert [tok.pieces[i] for i in tok.encode(person)] == [names.get(w, w) for w in person_form]
-    assert ("Every" in tok.pieces) == (vocab != "triples")
-    assert [len(tok.encode(t)) for t in texts] == [len(edges.encode(t)) for t in texts]
+    x, y, tom = concept.split()[1], concept.rstrip(".").split()[-1], person.split()[0]
+    assert [tok.pieces[i] for i in tok.encode(concept)] == ["Every", x, y] and len(words.encode(concept)) == 6
+    assert [tok.pieces[i] for i in tok.encode(person)] == [tom, x, "."]
     chain = f"{person}\n{concept}\n### {generated[0]['answer']}"
     assert tok.decode(tok.encode(chain)) == chain
+    ratio = sum(len(tok.encode(t)) for t in texts) / sum(len(words.encode(t)) for t in texts)
+    assert 0.5 < ratio < 0.6  # the same questions in a little over half the tokens
+    with pytest.raises(DataError, match="--vocab parent-child: .* does not read back from parent-child statements"):
+        Tokenizer.build("parent-child", ["Every vumpus is a brimpus. Max is not wooden.\n"])  # ProntoQA's text
+
+
+def test_a_checkpoint_of_the_vocabulary_under_its_old_name_pairs_loads_as_parent_child(generated):
+    texts = [t for r in generated for t in data.record_texts(r)]
+    tok = Tokenizer.build("parent-child", texts)
+    old = Tokenizer.from_state({"kind": "pairs", "pieces": tok.pieces})  # the shipped models' checkpoints
+    assert old.kind == "parent-child" and all(old.encode(t) == tok.encode(t) for t in texts)
 
 
 def test_hop_tokens_name_the_nodes_at_each_distance_from_the_entity():
@@ -351,47 +343,6 @@ def test_generate_writes_the_splits_asked_for_and_prints_a_row_for_each(tmp_path
     tasks.main(flags + ["--out", str(tmp_path / "b")])  # the same seed, the same files
     for s in ("train", "valid", "test"):
         assert (tmp_path / "a" / f"prosqa_{s}.json").read_text() == (tmp_path / "b" / f"prosqa_{s}.json").read_text()
-
-
-def test_an_epoch_with_shallow_questions_holds_exactly_that_many_one_step_questions_and_repeats_none():
-    plain = tasks.prosqa_epoch(0, 3, 60, (6, 9), (2, 3), set())
-    assert plain == tasks.prosqa_epoch(0, 3, 60, (6, 9), (2, 3), set(), shallow=0)  # off: the stream as it was
-    seen = set()
-    mixed = tasks.prosqa_epoch(0, 3, 60, (6, 9), (2, 3), seen, shallow=15)
-    assert mixed[:45] == plain[:45]  # the deeper questions are drawn first, as without the mix
-    assert [len(r["steps"]) for r in mixed[45:]] == [1] * 15 and all(len(r["steps"]) > 1 for r in mixed[:45])
-    for r in mixed[45:]:  # a one-step question: the target a leaf only the entity reaches, one edge away
-        assert [r["root"], r["target"]] in r["edges"] and not data.children_of(r)[r["target"]]
-        # and the negative hangs from another person: "the option a person points to" answers none of them
-        assert data.has_shortcut(r)
-    assert len(seen) == 60 and not any(tasks.is_held_out(r["question"]) for r in mixed)
-
-
-def test_shared_names_let_any_name_be_a_person_or_a_concept_alike_writes_persons_as_concepts_and_split_is_unchanged():
-    split = tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set())
-    assert split == tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set(), names="split")
-    shared = tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set(), names="shared")
-    pool, roles = set(tasks.PERSON_NAMES) | set(tasks.CONCEPT_NAMES), {}
-    for r in shared:
-        sym, persons = r["idx_to_symbol"], data.persons(r)
-        assert len(set(sym)) == len(sym) and set(sym) <= pool
-        for i, name in enumerate(sym):
-            roles.setdefault(name, set()).add(i in persons)
-            # a person's statements read "X is a Y.", a concept's "Every X is a Y.", whatever the name
-            for p, c in r["edges"]:
-                if p == i:
-                    assert ("Every " if i not in persons else "") + f"{name} is a {sym[c]}." in r["question"]
-    assert any(roles[n] == {True, False} for n in tasks.PERSON_NAMES)  # a person's name used for a concept
-    assert any(roles[n] == {True, False} for n in tasks.CONCEPT_NAMES)  # and a concept's for a person
-    alike = tasks.prosqa_epoch(0, 3, 200, (6, 9), (2, 3), set(), names="alike")
-    for r in alike:  # one pool, and every statement written as a concept's; the answer as before
-        sym = r["idx_to_symbol"]
-        assert all(f"Every {sym[p]} is a {sym[c]}." in r["question"] for p, c in r["edges"])
-        assert r["steps"][0].startswith(f"Every {sym[r['root']]} is a ") and r["answer"] == f"{sym[r['root']]} is a " \
-            f"{sym[r['target']]}."
-    for r in split:  # a person: a node no edge points to
-        parentless = set(range(len(r["idx_to_symbol"]))) - {c for _, c in r["edges"]}
-        assert all((sym in tasks.PERSON_NAMES) == (i in parentless) for i, sym in enumerate(r["idx_to_symbol"]))
 
 
 @pytest.mark.parametrize("flags,message", [

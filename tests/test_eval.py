@@ -1,7 +1,6 @@
 """eval.py: the §5.1 outcome classes, §5.2 frontier values, the first step's binding, and accuracy end to end."""
 
 import json
-import math
 import os
 from types import SimpleNamespace
 
@@ -47,26 +46,6 @@ def test_outcome_classes(text, k, expected):
     assert ev.classify(GRAPH, text, k) == expected
 
 
-WALKED_BACK_CASES = [
-    ("Tom is a e.\nEvery e is a scrompus.\n### Tom is a scrompus.", True),  # Tom -> e invented, the rest real
-    ("Tom is a b.\nEvery b is a lempus.\n### Tom is a lempus.", True),  # right option, yet Tom -> b invented
-    ("Tom is a c.\nEvery c is a lempus.\n### Tom is a lempus.", False),  # a real path: nothing invented
-    ("Tom is a e.\nEvery e is a lempus.\n### Tom is a lempus.", False),  # e -> lempus invented too
-    ("Tom is a e.\nEvery e is a scrompus.\n### Tom is a lempus.", False),  # names another node than it reaches
-    ("Tom is a e.\nEvery b is a scrompus.\n### Tom is a scrompus.", False),  # a broken chain
-    ("Bob is a e.\nEvery e is a scrompus.\n### Tom is a scrompus.", False),  # starts elsewhere than the subject
-    ("### Tom is a scrompus.", False),  # nothing written
-    ("Every Tom is a e.\nEvery e is a scrompus.\n### Tom is a scrompus.", True),  # --names alike's first step
-    ("Every Tom is a c.\nEvery c is a lempus.\n### Tom is a lempus.", False),
-]
-
-
-@pytest.mark.parametrize("text,expected", WALKED_BACK_CASES)
-def test_the_guessed_then_walked_back_rule_is_a_real_chain_to_the_named_node_with_only_its_first_step_invented(
-        text, expected):
-    assert ev.guessed_then_walked_back(GRAPH, text) is expected
-
-
 def test_node_height_is_shortest_distance_to_a_leaf():
     h = ev.node_height(GRAPH)
     assert h[7] == 0 and h[3] == 1 and h[4] == 1 and h[0] == 2 and h[5] == 2
@@ -96,11 +75,11 @@ def test_frontier_values_on_a_stub_model_with_known_distributions():
 
 def test_with_c_thoughts_a_step_the_frontier_after_k_steps_is_read_after_k_times_c_thoughts():
     """c = 2 (two thoughts a step): the frontier k = 1 steps from the root is asked for after both of the first
-    step's thoughts, and the binding read from the second (the last of the step), not the first."""
+    step's thoughts."""
     tok = gpt2_tokenizer()
     record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"])
     sample = data.tokenize_record(tok, record)
-    bot, thoughts = len(sample["question"]), [tok.special.latent] * 2
+    thoughts = [tok.special.latent] * 2
 
     class Recorder(torch.nn.Module):
         prompts = []
@@ -113,81 +92,11 @@ def test_with_c_thoughts_a_step_the_frontier_after_k_steps_is_read_after_k_times
     expected = sample["question"] + [tok.special.start] + thoughts + [tok.special.end] + tok.encode("Every")
     assert all(p[:len(expected)] == expected for p in Recorder.prompts) and len(Recorder.prompts) == 3
 
-    class SecondThought:  # only the second thought (input position bot + 2) names Tom's child "a"
-        model = SimpleNamespace(lm_head=lambda h: h)
-
-        def run_thoughts(self, ids):
-            self.ids = ids[0].tolist()
-            embeds = torch.full((1, ids.shape[1], 50260), -1e9)
-            embeds[0, bot + 2, tok.encode(" a")[0]] = 0.0
-            embeds[0, bot + 1, tok.encode(" e")[0]] = 0.0
-            return SimpleNamespace(inputs_embeds=embeds)
-
-    two, one = SecondThought(), SecondThought()
-    assert ev.person_binding(two, tok, record, sample, True, "cpu", c=2) == pytest.approx((1.0, 0.0))
-    assert two.ids == sample["question"] + [tok.special.start] + thoughts + [tok.special.end]
-    assert ev.person_binding(one, tok, record, sample, True, "cpu", c=1) == pytest.approx((0.0, 1.0))  # Bob's
-
-
-@pytest.mark.parametrize("vocab,lead,second_lead", [("gpt2", "Tom is a", "Every c is a"),
-                                                    ("words", "Tom is a", "Every c is a"),
-                                                    ("edges", "Tom is", "Every c"), ("triples", "Tom is", "c is"),
-                                                    ("pairs", "Tom", "Every c")])
-def test_the_first_steps_probability_is_split_into_the_persons_own_children_and_the_other_persons(vocab, lead,
-                                                                                                  second_lead):
-    """GRAPH's persons are Tom (children a, c, d) and Bob (child e). A stub putting 1/2 on "a", 1/4 on "e" and 1/4
-    on "lempus" where the first step names a concept: 1/2 on Tom's own children, 1/4 on Bob's; the same whether
-    that place is after "Tom is a" (CoT; "Tom is" in the edges and triples vocabularies, "Tom" in pairs) or the
-    first thought read through the output head. One step later, after "Every c is a", 1/4 on c's own child,
-    lempus."""
-    record = dict(GRAPH, idx_to_symbol=["Tom", "Bob", "a", "b", "c", "d", "e", "lempus", "scrompus"],
-                  question="Tom is a a. Bob is a e. Every e is a scrompus. Is Tom a lempus or scrompus?")
-    texts = data.record_texts(record) + [" ".join(record["idx_to_symbol"])]
-    tok = gpt2_tokenizer() if vocab == "gpt2" else data.Tokenizer.build(vocab, texts)
-    sample = data.tokenize_record(tok, record)
-    logits = torch.full((tok.vocab_size,), -1e9)
-    for name, logit in (("a", math.log(2)), ("e", 0.0), ("lempus", 0.0)):
-        logits[tok.encode(" " + name)[0]] = logit
-
-    class Written(torch.nn.Module):  # CoT: the next token after the prompt
-        def forward(self, ids):
-            assert ids[0].tolist() == sample["question"] + tok.encode(lead)
-            return SimpleNamespace(logits=logits.expand(*ids.shape, -1))
-
-    class Thought:  # a model with thoughts: the first thought, through an output head that passes it on
-        model = SimpleNamespace(lm_head=lambda h: h)
-
-        def run_thoughts(self, ids):
-            first = len(sample["question"]) + 1
-            assert ids[0, first - 1] == tok.special.start and ids[0, first] == tok.special.latent
-            embeds = torch.zeros(1, ids.shape[1], tok.vocab_size)
-            embeds[0, first] = logits
-            return SimpleNamespace(inputs_embeds=embeds)
-
-    assert ev.person_binding(Written(), tok, record, sample, False, "cpu") == pytest.approx((0.5, 0.25))
-    assert ev.person_binding(Thought(), tok, record, sample, True, "cpu") == pytest.approx((0.5, 0.25))
-
-    class SecondStep(torch.nn.Module):  # the same probabilities wherever it is asked
-        prompts = []
-
-        def forward(self, ids):
-            self.prompts.append(ids[0].tolist())
-            return SimpleNamespace(logits=logits.expand(*ids.shape, -1))
-
-    # after the first step, "Every c is a": 1/4 on c's child lempus; "Every Z is a" for the other concepts with
-    # children, a -> b, b -> lempus, d -> b, e -> scrompus: 0, 1/4, 0, 0
-    second = SecondStep()
-    assert ev.concept_lookup(second, tok, record, sample, "cpu") == pytest.approx((0.25, 0.0625))
-    assert sample["question"] + sample["steps"][0] + tok.encode(second_lead) in second.prompts
-    assert len(second.prompts) == 5
-    assert ev.concept_lookup(SecondStep(), tok, dict(record, steps=record["steps"][:1]), sample, "cpu") is None
-
-
 def test_a_statements_lead_stops_at_its_last_name_even_where_the_subjects_first_piece_is_the_childs():
     tok = gpt2_tokenizer()  # " gorpus" and " gwompus" both start with the piece " g"
     statement = tok.encode("Every gorpus is a gwompus.")
     assert ev.statement_lead(tok, statement, "gwompus") == tok.encode("Every gorpus is a")
-    words = data.Tokenizer.build("pairs", ["Tom is a gwompus.\n", "Every gorpus is a gwompus.\n"])
+    words = data.Tokenizer.build("parent-child", ["Tom is a gwompus.\n", "Every gorpus is a gwompus.\n"])
     assert ev.statement_lead(words, words.encode("Tom is a gwompus."), "gwompus") == words.encode("Tom")
 
 
@@ -206,11 +115,9 @@ def trained(mini_dir, tmp_path_factory):
 
 def test_the_latent_sweep_classifies_every_question_once_and_draws_its_figures(trained, tmp_path):
     ev.main(["--ckpt", str(trained.out), "--split", "test", "--latents", "0", "1", "--frontier", "1",
-             "--plot", str(tmp_path / "figs")])
-    report = json.load(open(trained.out / "eval_test.json"))
+             "--plot", str(tmp_path / "figs"), "--out", str(tmp_path)])
+    report = json.load(open(tmp_path / "eval_run_test.json"))
     assert report["summary"]["n"] == len(trained.records) == 4
-    assert 0 <= report["first_step"]["own_children"] <= 1  # Coconut's first thought through the output head
-    assert "second_step" not in report  # its second step is thought too: only a written chain's is read
     for shares in [report["outcomes"]] + [report["latent_sweep"][k] for k in ("0", "1")]:
         assert sum(shares[o] for o in ev.OUTCOMES) == pytest.approx(1.0)  # exhaustive and disjoint
     assert sorted(os.listdir(tmp_path / "figs")) == ["fig5_outcomes.png", "fig8_parallelism_k1.png", "fig9_height_k1.png"]
@@ -260,31 +167,20 @@ def test_curves_group_seeds_of_a_recipe_and_name_what_differs_against_minutes_or
         return ({"method": "cot", "vocab": vocab, "seed": seed, "out_dir": f"out/{seed}{vocab}"},
                 [{"epoch": e + 1, "stage": 0, "val_acc": 0.5 + seed / 10, "questions_seen": 100 * (e + 1),
                   "seconds": seconds} for e in range(3)])
-    groups = ev.curve_groups([run(0, "words", 60), run(1, "words", 60), run(0, "edges", 30)], x="minutes")
+    groups = ev.curve_groups([run(0, "words", 60), run(1, "words", 60), run(0, "parent-child", 30)], x="minutes")
     assert [(label, xs) for label, xs, _, _ in groups] == [("cot vocab=words (2 seeds)", [1, 2, 3]),
-                                                          ("cot vocab=edges", [0.5, 1, 1.5])]
+                                                          ("cot vocab=parent-child", [0.5, 1, 1.5])]
     assert [[m["val_acc"] for m in point] for point in groups[0][2]] == [[0.5, 0.6]] * 3  # both seeds, each epoch
-    assert ev.curve_groups([run(0, "edges", 30)], x="questions")[0][1] == [100, 200, 300]
-    # the lever table: each recipe at equal minutes, its last epoch at or before each point (seeds averaged)
-    assert ev.curve_table([run(0, "words", 60), run(1, "words", 60), run(0, "edges", 30)], "minutes", [0.5, 2, 5]) == [
-        "cot vocab=words (2 seeds) at minutes 0.5: not reached (first epoch at 1.0)",
-        "cot vocab=words (2 seeds) at minutes 2: epoch 2, 2.0 minutes, 200 questions, val acc 0.550",
-        "cot vocab=words (2 seeds) at minutes 5: epoch 3, 3.0 minutes, 300 questions, val acc 0.550 (its last "
-        "epoch: the run stops short of this point)",
-        "cot vocab=edges at minutes 0.5: epoch 1, 0.5 minutes, 100 questions, val acc 0.500",
-        "cot vocab=edges at minutes 2: epoch 3, 1.5 minutes, 300 questions, val acc 0.500 (its last epoch: the run "
-        "stops short of this point)",
-        "cot vocab=edges at minutes 5: epoch 3, 1.5 minutes, 300 questions, val acc 0.500 (its last epoch: the run "
-        "stops short of this point)"]
+    assert ev.curve_groups([run(0, "words", 30)], x="questions")[0][1] == [100, 200, 300]
 
 
 def test_a_run_from_before_a_flag_existed_is_labelled_with_the_flags_default(tmp_path):
-    for name, config in (("old", {"method": "cot"}), ("new", {"method": "cot", "pos_init": "sinusoidal"})):
+    for name, config in (("old", {"method": "cot"}), ("new", {"method": "cot", "frontier_loss": 1.0})):
         os.makedirs(tmp_path / name)
         (tmp_path / name / "config.json").write_text(json.dumps(config))
         (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "stage": 0, "val_acc": 0.5}) + "\n")
     loaded = ev.load_runs([str(tmp_path / "old"), str(tmp_path / "new")])
-    assert [label for label, *_ in ev.curve_groups(loaded)] == ["cot pos_init=normal", "cot pos_init=sinusoidal"]
+    assert [label for label, *_ in ev.curve_groups(loaded)] == ["cot frontier_loss=0.0", "cot frontier_loss=1.0"]
 
 
 def shortcut_record(shortcut):
@@ -318,9 +214,11 @@ def test_eval_splits_a_fixed_file_as_labelled_by_hand(tmp_path):
     train.main(["--model", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu",
                 "--max_latent_stage", "1", "--epochs_per_stage", "1", "--num_epochs", "1", "--batch_size", "4",
                 "--micro_batch", "2", "--max_new_tokens", "8", "--data_dir", str(folder), "--out_dir", str(tmp_path / "r")])
-    ev.main(["--ckpt", str(tmp_path / "r"), "--data", str(folder / "prosqa_test.json"), "--split", "test"])
-    assert not (tmp_path / "r" / "eval_test.json").exists()  # an ad hoc file's report is named after the file
-    report = json.load(open(tmp_path / "r" / "eval_prosqa_test.json"))
+    ev.main(["--ckpt", str(tmp_path / "r"), "--data", str(folder / "prosqa_test.json"), "--split", "test",
+             "--out", str(tmp_path / "reports")])
+    assert os.listdir(tmp_path / "reports") == ["eval_r_prosqa_test.json"]  # an ad hoc file's report: its name
+    assert not any(f.startswith("eval_") for f in os.listdir(tmp_path / "r"))  # nothing written into the model
+    report = json.load(open(tmp_path / "reports" / "eval_r_prosqa_test.json"))
     rows, summary = report["rows"], report["summary"]
     assert [row["shortcut"] for row in rows] == by_hand
     with_sc = [row["correct"] for row, s in zip(rows, by_hand) if s]

@@ -1,7 +1,6 @@
 """model.py: GPT-2 as released — cache, padding, and loading Hugging Face checkpoints."""
 
 import json
-import math
 import os
 import struct
 
@@ -119,32 +118,6 @@ def test_init_std_scales_every_initial_weight_and_the_residual_projections_by_de
             assert torch.equal(p, torch.ones_like(p)), name
         else:  # biases
             assert torch.equal(p, torch.zeros_like(p)), name
-
-
-def test_a_sinusoidal_position_table_is_the_same_map_for_every_offset():
-    """--pos_init sinusoidal (beyond the paper): the learned table starts as sines and cosines at init_std's scale,
-    so the inner product of positions p and p + k depends on k alone (attending k tokens back is one map)."""
-    from model import sinusoidal_positions
-    table = sinusoidal_positions(64, 8).double()
-    angles = [3 * w for w in (1, 0.1, 0.01, 0.001)]  # row 3 at the frequencies 10000^(-2i/8)
-    expected = [f(a) for a in angles for f in (math.sin, math.cos)]
-    assert torch.allclose(table[3], torch.tensor(expected, dtype=torch.float64), atol=1e-6)
-    gram = table @ table.T
-    for k in (0, 1, 3, 10):
-        diagonal = torch.diagonal(gram, k)
-        assert torch.allclose(diagonal, diagonal[0].expand_as(diagonal), atol=1e-5), k
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=512, block_size=256, n_layer=2, n_head=4, n_embd=128, init_std=0.1,
-                          pos_init="sinusoidal"))
-    wpe = model.transformer.wpe.weight
-    assert torch.equal(wpe, (sinusoidal_positions(256, 128) * 0.1 * 2 ** 0.5).float())
-    assert wpe.pow(2).mean().sqrt().item() == pytest.approx(0.1, rel=1e-4)
-    torch.manual_seed(0)  # every other weight as the normal init draws it
-    plain = GPT(GPTConfig(vocab_size=512, block_size=256, n_layer=2, n_head=4, n_embd=128, init_std=0.1))
-    assert all(torch.equal(p, q) for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters())
-               if "wpe" not in n)
-    with pytest.raises(ValueError, match="pos_init 'sine'"):
-        GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8, pos_init="sine"))
 
 
 def test_add_token_rows_copies_the_init_row_and_keeps_head_tied():

@@ -1,18 +1,21 @@
 """The shipped models under models/: each answers its own held-out test questions exactly as often as the README
-says. The questions are regenerated from the model's own generator settings (seed, graph sizes, names), as
+says. The questions are regenerated from the model's own generator settings (seed, graph sizes), as
 `python eval.py --ckpt models/NAME --split test` does, so the count is a property of the weights, not of a file
 anyone could edit."""
 
+import json
 import os
 
 import pytest
 
+from conftest import ROOT
 import data
 import eval as ev
 import run
 import tasks
+import train
 
-MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+MODELS = os.path.join(ROOT, "models")
 
 # name: (correct of 500, correct of those without the one-hop shortcut, questions without it); docs/results.md
 SHIPPED = {
@@ -40,8 +43,7 @@ def test_a_shipped_model_answers_its_held_out_test_questions_exactly_as_reported
     ckpt = run.load_checkpoint(os.path.join(MODELS, name))
     assert "optimizer" not in ckpt and "seen" not in ckpt
     args, meta = ckpt["args"], ckpt["meta"]
-    paths = tasks.ensure_held_out(str(tmp_path), args["seed"], args["nodes"], args["path"], run.LAPTOP_HELD_OUT,
-                                  args.get("names", "split"))
+    paths = tasks.ensure_held_out(str(tmp_path), args["seed"], args["nodes"], args["path"], run.LAPTOP_HELD_OUT)
     records = data.load_records(paths["test"], graph=True)
     coconut, tok = run.model_from_checkpoint(ckpt, "cpu")
     samples = [data.tokenize_record(tok, r) for r in records]
@@ -51,3 +53,19 @@ def test_a_shipped_model_answers_its_held_out_test_questions_exactly_as_reported
     assert sum(row["correct"] for row in rows) == correct
     assert sum(1 for row in rows if not row["shortcut"]) == n_without
     assert sum(row["correct"] for row in rows if not row["shortcut"]) == correct_without
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_each_shipped_model_has_a_recipe_that_resolves_to_the_flags_it_was_trained_with(name, monkeypatch):
+    """`python train.py --recipe NAME` trains models/NAME again: every flag its config.json records (the run's
+    folder and --resume aside), with --init_from a path inside the repository."""
+    monkeypatch.chdir(ROOT)  # the recipes name models/... as seen from the repository, where the README runs them
+    args = train.get_args(["--recipe", name])
+    train.resolve(args, "cpu")
+    with open(os.path.join(MODELS, name, "config.json"), encoding="utf-8") as f:
+        trained = json.load(f)
+    assert args.out_dir == f"out/{name}" and args.recipe == name
+    resolved = json.loads(json.dumps(vars(args)))  # as train.py writes it into config.json
+    assert {k: v for k, v in resolved.items() if k not in ("out_dir", "resume", "device")} == \
+        {k: v for k, v in trained.items() if k not in ("out_dir", "resume", "device")}
+    assert not any(str(v).startswith(("/", "~")) for v in trained.values())  # no machine's path

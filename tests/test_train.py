@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, TINY_FLAGS, gpt2_tokenizer
 import data
 import tasks
-from run import LAPTOP_HELD_OUT, generate_texts, load_checkpoint, model_from_checkpoint
+from run import generate_texts, load_checkpoint, model_from_checkpoint, seen_keys, seen_tensor
 import eval as ev
 import train
 
@@ -44,13 +44,6 @@ def test_stage_lengths_may_differ_and_the_last_one_repeats():
     assert [train.stage_for_epoch(e, args) for e in range(8)] == [0, 0, 0, 1, 2, 3, 4, 4]
     args.epochs_per_stage = [2, 1, 3]
     assert [train.stage_for_epoch(e, args) for e in range(11)] == [0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4]
-
-
-def test_the_share_of_shallow_questions_falls_linearly_to_zero():
-    args = argparse.Namespace(shallow_share=0.5, num_epochs=4, train_size=1000)
-    assert [train.shallow_questions(args, e) for e in range(4)] == [500, 375, 250, 125]
-    args.shallow_share = 0.0
-    assert {train.shallow_questions(args, e) for e in range(4)} == {0}
 
 
 def test_learning_rate_warms_up_then_decays_to_min_lr():
@@ -98,7 +91,7 @@ def test_two_stage_run_rebuilds_the_optimizer_at_each_stage(mini_dir, tmp_path, 
     assert [m["stage"] for m in metrics] == [0, 0, 1]
     assert len(made) == 2  # one per stage, not per epoch
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert ckpt["meta"]["method"] == "coconut" and ckpt["vocab"]["kind"] == "words"
+    assert ckpt["meta"]["method"] == "coconut" and ckpt["vocab"]["kind"] == "parent-child"  # a ProsQA model from scratch
     assert ckpt["epoch"] == 2 and ckpt["stage"] == 1
     assert json.load(open(tmp_path / "run" / "config.json"))["max_latent_stage"] == 1
 
@@ -188,8 +181,8 @@ def test_checkpoints_are_written_atomically(mini_dir, tmp_path, monkeypatch):
 @pytest.mark.parametrize("vocab", ["words", "bpe"])
 def test_a_compact_checkpoint_evaluates_as_it_validated_in_training(mini_dir, tmp_path, vocab):
     metrics = run(mini_dir, tmp_path / "run", "--num_epochs", "2", "--vocab", vocab, "--method", "cot")
-    ev.main(["--ckpt", str(tmp_path / "run" / "last.pt"), "--split", "valid"])
-    report = json.load(open(tmp_path / "run" / "eval_valid.json"))
+    ev.main(["--ckpt", str(tmp_path / "run" / "last.pt"), "--split", "valid", "--out", str(tmp_path)])
+    report = json.load(open(tmp_path / "eval_run_valid.json"))
     assert report["summary"]["accuracy"] == metrics[-1]["val_acc"]
     assert report["summary"]["mean_new_tokens"] == pytest.approx(metrics[-1]["val_new_tokens"])
     # the id map travels in the checkpoint: the dataset's own vocabulary, rebuilt identically
@@ -259,18 +252,9 @@ def test_each_epoch_trains_on_fresh_questions_disjoint_from_the_held_out_ones(tm
     assert all(m["val_n_shortcut"] + m["val_n_no_shortcut"] == m["val_n"] == 20 for m in metrics)
 
 
-def test_shallow_questions_join_the_stream_in_a_falling_share(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    drawn = []
-    monkeypatch.setattr(tasks, "prosqa_epoch", lambda *a: drawn.append(PROSQA_EPOCH(*a)) or drawn[-1])
-    train.main(STREAM + ["--out_dir", "shallow", "--shallow_share", "0.5"])
-    one_step = [sum(len(r["steps"]) == 1 for r in epoch) for epoch in drawn]
-    assert one_step == [12, 9, 6, 3]  # 0.5 x (1 - e/4) of each epoch's 24 questions
-
-
 def test_question_keys_go_into_a_checkpoint_and_come_back_whole():
     keys = {0, 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, tasks.question_key("Is Tom a wumpus or jelpus?")}
-    assert train.seen_tensor(keys).dtype == torch.int64 and train.seen_keys(train.seen_tensor(keys)) == keys
+    assert seen_tensor(keys).dtype == torch.int64 and seen_keys(seen_tensor(keys)) == keys
 
 
 def test_a_fixed_set_repeats_with_stream_0(tmp_path, monkeypatch):
@@ -287,7 +271,7 @@ def test_resume_with_the_stream_equals_uninterrupted_bit_for_bit(tmp_path, monke
     whole, _ = stream_run(tmp_path, monkeypatch, "a")
     stream_run(tmp_path, monkeypatch, "b", "--stop_after_epoch", str(stop_after))
     last = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert train.seen_keys(last["seen"]) == {tasks.question_key(q) for epoch in whole[:stop_after] for q in epoch}
+    assert seen_keys(last["seen"]) == {tasks.question_key(q) for epoch in whole[:stop_after] for q in epoch}
     if not keys_in_checkpoint:
         del last["seen"]
         torch.save(last, tmp_path / "b" / "last.pt")
@@ -300,30 +284,18 @@ def test_resume_with_the_stream_equals_uninterrupted_bit_for_bit(tmp_path, monke
     assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
 
 
-def test_a_shared_names_run_draws_and_holds_out_its_own_questions_and_they_come_back_where_it_is_evaluated(
-        tmp_path, monkeypatch):
-    drawn, _ = stream_run(tmp_path, monkeypatch, "run", "--num_epochs", "1", "--names", "shared")
-    folder = tmp_path / "data" / "prosqa-mini-n6-9-p2-3-s0-shared"  # not the split-names run's questions
-    held_out = tasks.generate_prosqa(LAPTOP_HELD_OUT, 0, (6, 9), (2, 3), "shared")
-    assert json.loads((folder / "prosqa_test.json").read_text()) == held_out["test"]
-    assert drawn[0] == [r["question"] for r in PROSQA_EPOCH(0, 0, len(drawn[0]), (6, 9), (2, 3), set(), 0, "shared")]
-    shutil.rmtree(tmp_path / "data")
-    ev.main(["--ckpt", "run", "--split", "test"])
-    assert json.loads((folder / "prosqa_test.json").read_text()) == held_out["test"]
-
-
 def test_a_generated_runs_questions_come_back_where_it_is_evaluated_and_its_export_evaluates_alike(tmp_path,
                                                                                                   monkeypatch):
     stream_run(tmp_path, monkeypatch, "run", "--num_epochs", "2")
     folder = tmp_path / "data" / "prosqa-mini-n6-9-p2-3-s0"
     test_split = (folder / "prosqa_test.json").read_text()
     shutil.rmtree(tmp_path / "data")  # e.g. a run folder copied to another machine
-    ev.main(["--ckpt", "run", "--split", "test"])
+    ev.main(["--ckpt", "run", "--split", "test", "--out", "a"])
     assert (folder / "prosqa_test.json").read_text() == test_split
     ev.main(["--ckpt", "run", "--export", "models/run"])
     shipped = torch.load(tmp_path / "models" / "run" / "best.pt", weights_only=True)
+    ev.main(["--ckpt", "models/run", "--split", "test", "--out", "b"])
     assert "optimizer" not in shipped and sorted(os.listdir(tmp_path / "models" / "run")) == [
-        "best.pt", "config.json", "metrics.jsonl"]
-    ev.main(["--ckpt", "models/run", "--split", "test"])
-    a, b = (json.load(open(tmp_path / f / "eval_test.json"))["rows"] for f in ("run", "models/run"))
+        "best.pt", "config.json", "metrics.jsonl"]  # evaluating a shipped model writes nothing into it
+    a, b = (json.load(open(tmp_path / f / "eval_run_test.json"))["rows"] for f in ("a", "b"))
     assert a == b
