@@ -44,17 +44,13 @@ def last_real_column(attention_mask):
 
 
 class Coconut(nn.Module):
-    def __init__(self, model, latent_id, start_id, end_id, eos_id, pause_as_thought=False, stop_classifier=False):
+    def __init__(self, model, latent_id, start_id, end_id, eos_id, pause_as_thought=False):
         super().__init__()
         self.model = model
         self.latent_id, self.start_id, self.end_id, self.eos_id = latent_id, start_id, end_id, eos_id
         # The "pause as thought" ablation (§4.4): thought slots keep the <|latent|> embedding and act as
         # learned pause tokens, with the same curriculum. Nothing is fed back, so one pass suffices.
         self.pause_as_thought = pause_as_thought
-        # §3 "Inference": a binary classifier on the thoughts may decide when to leave latent mode, instead
-        # of a fixed number of thoughts. It reads the state that would become the next thought.
-        w = model.lm_head.weight
-        self.stop_head = nn.Linear(w.shape[1], 1, dtype=w.dtype, device=w.device) if stop_classifier else None
 
     def run_thoughts(self, input_ids, attention_mask=None, position_ids=None):
         """The thought loop: returns ThoughtPass(hidden, inputs_embeds with thoughts, past_kv, n_passes).
@@ -105,17 +101,7 @@ class Coconut(nn.Module):
             logits = None
             scored = labels[:, 1:] != -100
             loss = F.cross_entropy(self.model.lm_head(out.hidden[:, :-1][scored]), labels[:, 1:][scored])
-        if self.stop_head is not None and labels is not None:
-            loss = loss + self.stop_loss(input_ids, out.hidden)
         return Outputs(loss=loss, inputs_embeds=out.inputs_embeds, logits=logits)
-
-    def stop_loss(self, input_ids, hidden):
-        """The classifier's target at <|start-latent|> and at each thought: is the next token <|end-latent|>?"""
-        reads = (input_ids[:, :-1] == self.start_id) | (input_ids[:, :-1] == self.latent_id)
-        if not reads.any():  # still touch the head, so DDP finds every parameter used
-            return self.stop_head(hidden[:, :1]).sum() * 0
-        target = (input_ids[:, 1:] == self.end_id)[reads].to(hidden.dtype)
-        return F.binary_cross_entropy_with_logits(self.stop_head(hidden[:, :-1][reads]).squeeze(-1), target)
 
     def decoding_state(self, attention_mask, max_new_tokens):
         """What greedy decoding starts from: row indices, each row's last prompt column, and per row the written
@@ -156,47 +142,6 @@ class Coconut(nn.Module):
             n_passes += 1
         return Generation(tokens, lengths, n_passes)
         # --- end of exercise 4 ---
-
-    @torch.no_grad()
-    def generate_adaptive(self, input_ids, attention_mask=None, position_ids=None, max_thoughts=6,
-                          max_new_tokens=128):
-        """Greedy decoding where the stop classifier ends each row's thoughts (at most max_thoughts).
-
-        Prompts end with <|start-latent|>. Each step every row feeds one embedding: its last hidden state while it is
-        thinking, <|end-latent|> when the classifier (or the cap) says stop, then its greedy tokens. Returns
-        Generation(tokens, lengths, n_passes) and the number of thoughts per row.
-        """
-        if self.stop_head is None:
-            raise ValueError("generate_adaptive needs Coconut(..., stop_classifier=True) and a trained stop head")
-        attention_mask, position_ids = with_defaults(input_ids, attention_mask, position_ids)
-        out = self.model(input_ids, position_ids=position_ids, attention_mask=attention_mask, with_logits=False)
-        rows, last, tokens, lengths, done = self.decoding_state(attention_mask, max_new_tokens)
-        h, pos, past_kv, n_passes = out.hidden[rows, last], position_ids[rows, last] + 1, out.past_kv, 1
-        thinking = torch.ones_like(done)
-        n_thoughts = torch.zeros_like(lengths)
-        end = self.model.embed(torch.tensor(self.end_id, device=input_ids.device))
-        while True:
-            stop = thinking & ((self.stop_head(h).squeeze(-1) > 0) | (n_thoughts >= max_thoughts))
-            speaking = ~thinking & ~done
-            tok = torch.where(speaking, self.model.lm_head(h).argmax(-1), self.eos_id)
-            new_eos = speaking & (tok == self.eos_id)
-            done |= new_eos
-            writes = speaking & ~new_eos
-            tokens[rows[writes], lengths[writes]] = tok[writes]
-            lengths += writes.long()
-            done |= lengths >= max_new_tokens
-            if done.all():
-                break
-            embeds = torch.where(thinking[:, None], torch.where(stop[:, None], end.to(h.dtype), h),
-                                 self.model.embed(tok).to(h.dtype))
-            n_thoughts += (thinking & ~stop).long()
-            thinking &= ~stop
-            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-            o = self.model(inputs_embeds=embeds[:, None], position_ids=pos[:, None], attention_mask=attention_mask,
-                           past_kv=past_kv, with_logits=False)
-            h, past_kv, pos, n_passes = o.hidden[:, -1], o.past_kv, pos + 1, n_passes + 1
-        return Generation(tokens, lengths, n_passes), n_thoughts
-
 
 def frontier_loss(lm_head, inputs_embeds, input_ids, latent_id, hops, c):
     """Beyond the paper (the frontier loss of Ber666/emergence-of-superposition's "Coconut-BFS"): the j-th thought

@@ -35,7 +35,7 @@ CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
 
 TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny: GPT-2's shape, narrow and shallow
 DEFAULTS = dict(  # every run
-    dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, latent_stop="fixed",
+    dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1,
     icot_tokens_per_stage=8, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
     n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"],
     frontier_loss=0.0)  # beyond the paper, off
@@ -127,18 +127,15 @@ def autocast(device, bf16=True):
 
 def checkpoint_meta(args):
     return {"method": args.method, "dataset": args.dataset, "c": args.c, "max_latent_stage": args.max_latent_stage,
-            "pad_latent_to_max": args.pad_latent_to_max, "latent_stop": args.latent_stop}
+            "pad_latent_to_max": args.pad_latent_to_max}
 
 
 def checkpoint_state(coconut, tok, args, epoch, stage, optimizer, metrics, best_acc):
     """What a checkpoint holds: the GPT's weights and config, the vocabulary's id map, the curriculum (meta)
     and every flag, where the run stands (epoch, stage, optimizer, best validation accuracy) and its metrics."""
-    state = {"model": coconut.model.state_dict(), "model_config": vars(coconut.model.config), "vocab": tok.state(),
-             "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args), "epoch": epoch, "stage": stage,
-             "optimizer": optimizer.state_dict(), "metrics": metrics, "best_acc": best_acc}
-    if coconut.stop_head is not None:
-        state["stop_head"] = coconut.stop_head.state_dict()
-    return state
+    return {"model": coconut.model.state_dict(), "model_config": vars(coconut.model.config), "vocab": tok.state(),
+            "meta": {**checkpoint_meta(args), "stage": stage}, "args": vars(args), "epoch": epoch, "stage": stage,
+            "optimizer": optimizer.state_dict(), "metrics": metrics, "best_acc": best_acc}
 
 
 def save_checkpoint(state, path):
@@ -200,17 +197,15 @@ def model_from_checkpoint(ckpt, device):
     config = GPTConfig(**{k: v for k, v in ckpt["model_config"].items() if k != "pos_init"})
     if config.vocab_size != tok.vocab_size:
         fail(f"{ckpt['path']}: a model of {config.vocab_size} rows with a vocabulary of {tok.vocab_size}")
-    coconut = coconut_for(GPT(config), tok, ckpt["meta"]["method"], ckpt["meta"].get("latent_stop"))
+    coconut = coconut_for(GPT(config), tok, ckpt["meta"]["method"])
     load_weights(coconut, ckpt)
     return coconut.to(device), tok
 
 
 def load_weights(coconut, ckpt):
-    """Copy a checkpoint's GPT weights (and stop head, if the model has one) into `coconut`."""
+    """Copy a checkpoint's GPT weights into `coconut`."""
     try:
         coconut.model.load_state_dict(ckpt["model"])
-        if coconut.stop_head is not None:
-            coconut.stop_head.load_state_dict(ckpt["stop_head"])
     except (RuntimeError, KeyError) as e:
         fail(f"{ckpt['path']}: its weights do not fit the model it describes ({str(e).splitlines()[0]})")
 
@@ -232,14 +227,13 @@ def build_model(args, tok, device):
         if gpt.config.vocab_size != tok.vocab_size - 3:
             fail(f"--model {args.model}: {gpt.config.vocab_size} rows, not GPT-2's {tok.vocab_size - 3}")
     gpt.add_token_rows(3, init_from=tok.init_row)  # <|start-latent|>, <|end-latent|>, <|latent|>
-    return coconut_for(gpt, tok, args.method, args.latent_stop).to(device)
+    return coconut_for(gpt, tok, args.method).to(device)
 
 
-def coconut_for(gpt, tok, method, latent_stop):
+def coconut_for(gpt, tok, method):
     """A GPT whose rows are `tok`'s, wrapped in the thought loop as `method` uses it (METHODS)."""
     s = tok.special
-    return Coconut(gpt, s.latent, s.start, s.end, s.eos, pause_as_thought=data.METHODS[method].slots == "pauses",
-                   stop_classifier=latent_stop == "classifier")
+    return Coconut(gpt, s.latent, s.start, s.end, s.eos, pause_as_thought=data.METHODS[method].slots == "pauses")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -441,20 +435,12 @@ def generate_texts(coconut, tok, samples, stage, meta, device, max_new_tokens, l
 
     latents=k forces k thoughts (the §5 analyses). Returns ([(text, new tokens)], forward passes).
     """
-    classifier = meta.get("latent_stop") == "classifier" and latents is None
     if latents is not None:
         prompts = [{"input_ids": data.thought_prefix(s, latents, True, tok.special)} for s in samples]
-    elif classifier:  # the classifier decides how many thoughts follow <|start-latent|>
-        prompts = [{"input_ids": s["question"] + [tok.special.start]} for s in samples]
     else:
         prompts = [data.build_prompt(s, stage, data.curriculum_of(meta), tok.special) for s in samples]
-    batch = batch_on(prompts, tok, device)
     with autocast(device, bf16):
-        if classifier:
-            cap = min(stage, meta["max_latent_stage"]) * meta["c"]
-            gen, _ = coconut.generate_adaptive(**batch, max_thoughts=cap, max_new_tokens=max_new_tokens)
-        else:
-            gen = coconut.generate(**batch, max_new_tokens=max_new_tokens)
+        gen = coconut.generate(**batch_on(prompts, tok, device), max_new_tokens=max_new_tokens)
     texts = [(tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True), int(gen.lengths[r]))
              for r in range(len(samples))]
     return texts, gen.n_passes

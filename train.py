@@ -55,8 +55,6 @@ def get_args(argv=None):
                                                               "max_stage*c thoughts"))
     p.add_argument("--uniform_prob", type=probability, help=h("uniform_prob", "probability of a random stage per "
                                                               "sample (0.3: the §5 analysis model)"))
-    p.add_argument("--latent_stop", choices=("fixed", "classifier"), help=h("latent_stop", "leave latent mode "
-                   "after a fixed number of thoughts, or when a trained classifier says so"))
     p.add_argument("--icot_tokens_per_stage", type=positive_int, help=h("icot_tokens_per_stage", "--method icot: "
                                                                          "tokens removed per epoch"))
     p.add_argument("--frontier_loss", type=nonnegative_float, help=h("frontier_loss", "beyond the paper: the weight "
@@ -168,8 +166,6 @@ def check_args(args, world):
     need(thoughts < TINY["block_size"], "--max_latent_stage", args.max_latent_stage,
          f"{thoughts} thoughts (x --c {args.c}) do not fit a context of {TINY['block_size']}")
     feedback = [m for m, row in data.METHODS.items() if row.slots == "thoughts"]
-    need(args.latent_stop == "fixed" or args.method in feedback, "--latent_stop", args.latent_stop,
-         f"only for --method {' or '.join(feedback)}, not {args.method}")
     need(not args.frontier_loss or (args.method in feedback and args.dataset == "prosqa"), "--frontier_loss",
          args.frontier_loss, f"scores thoughts on a graph: only for --dataset prosqa and --method {' or '.join(feedback)}")
     need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
@@ -371,7 +367,9 @@ def save_epoch(coconut, tok, optimizer, history, stages, epoch, seen, files, arg
     that --resume need not regenerate them. Rank 0 only."""
     m, stage = history[-1], stages[epoch]
     frontier = f" (frontier {m['train_frontier_loss']:.4f})" if "train_frontier_loss" in m else ""
-    log(f"epoch {epoch + 1:3d} | stage {stage} | train loss {m['train_loss']:.4f}{frontier} | "
+    thoughts = data.layout(args.max_latent_stage, stage, data.curriculum_of(vars(args)))[1]  # what to watch
+    log(f"epoch {epoch + 1:3d} | stage {stage}{f' ({thoughts} thoughts)' if thoughts else ''} | train loss "
+        f"{m['train_loss']:.4f}{frontier} | "
         f"val loss {m['val_loss']:.4f} | val acc {split_text(m, 'val_acc', 'val_n')} | "
         f"new tokens {m['val_new_tokens']:.1f} | questions seen "
         f"{m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | {m['seconds']:.0f}s")

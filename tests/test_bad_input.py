@@ -59,8 +59,6 @@ def refused(call, args):
     (["--model", "gpt7"], "error: --model 'gpt7': expected auto, tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl or a "
                           "Hugging Face folder"),
     (["--device", "tpu"], "error: --device tpu: expected cpu, cuda, cuda:N or mps"),
-    (["--method", "cot", "--latent_stop", "classifier"],
-     "error: --latent_stop classifier: only for --method coconut or no-curriculum, not cot"),
     (["--method", "cot", "--frontier_loss", "1"],
      "error: --frontier_loss 1.0: scores thoughts on a graph: only for --dataset prosqa and --method coconut or "
      "no-curriculum"),
@@ -84,7 +82,7 @@ def test_init_from_gives_the_shape_and_vocabulary_and_a_flag_saying_otherwise_is
 
 @pytest.mark.parametrize("flags,start", [
     (["--lr", "fast"], "error: argument --lr: invalid float value: 'fast'"),
-    (["--latent_stop", "never"], "error: argument --latent_stop: invalid choice: 'never' (choose from "),
+    (["--lr_schedule", "linear"], "error: argument --lr_schedule: invalid choice: 'linear' (choose from "),
     (["--vocab", "chars"], "error: argument --vocab: invalid choice: 'chars' (choose from "),
 ])
 def test_flags_argparse_rejects_are_one_line_too(mini_dir, tmp_path, flags, start):

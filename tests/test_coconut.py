@@ -239,41 +239,6 @@ def test_generate_stops_each_row_at_eos_and_counts_tokens_before_it():
         assert not g.tokens[b, :n].eq(EOS).any() and g.tokens[b, n:].eq(EOS).all()
 
 
-# --- the stop classifier (§3 "Inference") -------------------------------------------------------------------
-
-def test_stop_classifier_target_is_whether_eot_comes_next():
-    model = tiny_gpt(vocab_size=V)
-    coconut = Coconut(model, LATENT, START, END, EOS, stop_classifier=True)
-    ids = torch.tensor([[1, 2, START, LATENT, LATENT, END, 5], [3, START, END, 6, 7, 8, 9]])
-    hidden = coconut.run_thoughts(ids).hidden
-    logits = coconut.stop_head(torch.stack([hidden[0, 2], hidden[0, 3], hidden[0, 4], hidden[1, 1]])).squeeze(-1)
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0., 0., 1., 1.],
-                                                                                         dtype=logits.dtype))
-    torch.testing.assert_close(coconut.stop_loss(ids, hidden), expected)
-    labels = torch.full_like(ids, -100)
-    labels[:, -1] = ids[:, -1]
-    plain = Coconut(model, LATENT, START, END, EOS)
-    torch.testing.assert_close(coconut(ids, labels=labels).loss, plain(ids, labels=labels).loss + expected)
-
-
-@pytest.mark.parametrize("bias,thoughts", [(-1e4, 3), (1e4, 0)])
-def test_adaptive_decoding_equals_fixed_thoughts_when_the_classifier_never_or_always_stops(bias, thoughts):
-    model = tiny_gpt(vocab_size=V, seed=4)
-    coconut = Coconut(model, LATENT, START, END, EOS, stop_classifier=True)
-    torch.nn.init.zeros_(coconut.stop_head.weight)
-    torch.nn.init.constant_(coconut.stop_head.bias, bias)
-    questions = [make_row(6, 0, 0, 20)[0][:6], make_row(3, 0, 0, 21)[0][:3]]
-    fixed = [q + [START] + [LATENT] * thoughts + [END] for q in questions]
-    expected = coconut.generate(**prompts_batch(fixed), max_new_tokens=10)
-    batch = prompts_batch([q + [START] for q in questions])  # no thoughts: the shorter row is right-padded
-    got, n_thoughts = coconut.generate_adaptive(**batch, max_thoughts=3, max_new_tokens=10)
-    assert n_thoughts.tolist() == [thoughts, thoughts]
-    for b in range(2):
-        n = int(expected.lengths[b])
-        assert int(got.lengths[b]) == n
-        assert got.tokens[b, :n].tolist() == expected.tokens[b, :n].tolist()
-
-
 # --- a compact vocabulary is the full one with unused rows removed ------------------------------------------
 
 def test_compact_vocabulary_model_equals_the_full_model_without_its_unused_rows():

@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, TINY_FLAGS, gpt2_tokenizer
 import data
 import tasks
-from run import generate_texts, load_checkpoint, model_from_checkpoint, seen_keys, seen_tensor
+from run import seen_keys, seen_tensor
 import eval as ev
 import train
 
@@ -191,25 +191,6 @@ def test_a_compact_checkpoint_evaluates_as_it_validated_in_training(mini_dir, tm
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["vocab"] == data.Tokenizer.build(vocab, texts).state()
     assert ckpt["model_config"]["vocab_size"] == len(ckpt["vocab"]["pieces"]) + 4  # eos and the three Coconut rows
-
-
-def test_latent_stop_classifier_trains_saves_and_decodes(mini_dir, tmp_path):
-    metrics = run(mini_dir, tmp_path / "cls", "--num_epochs", "3", "--latent_stop", "classifier",
-                  "--pad_latent_to_max", "0")
-    assert [m["stage"] for m in metrics] == [0, 1, 2]
-    ckpt = load_checkpoint(str(tmp_path / "cls" / "last.pt"))
-    assert ckpt["meta"]["latent_stop"] == "classifier" and "stop_head" in ckpt
-    model, tok = model_from_checkpoint(ckpt, "cpu")
-    torch.testing.assert_close(model.stop_head.weight, ckpt["stop_head"]["weight"])
-    samples = [data.tokenize_record(tok, r) for r in data.load_records(os.path.join(mini_dir, "prosqa_test.json"))]
-    texts, passes = generate_texts(model, tok, samples, 2, ckpt["meta"], "cpu", 24)
-    # the classifier decides after <|start-latent|>, at most max_latent_stage (1) x c (1) thoughts at the final stage
-    batch = data.collate([{"input_ids": s["question"] + [tok.special.start]} for s in samples], tok.eos_id,
-                         tok.special.latent)
-    gen, n_thoughts = model.generate_adaptive(**batch, max_thoughts=1, max_new_tokens=24)
-    assert [text for text, _ in texts] == [tok.decode(gen.tokens[r, :gen.lengths[r]].tolist(), skip_special=True)
-                                           for r in range(len(samples))]
-    assert passes == gen.n_passes and set(n_thoughts.tolist()) <= {0, 1}
 
 
 def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mini_dir, tmp_path):
