@@ -26,6 +26,7 @@ SHIPPED = {
     "prosqa-mini-coconut-frontier": (481, 369, 388),  # beyond the paper: trained with --frontier_loss 1
     "prosqa-mini-coconut-c2": (488, 378, 388),  # the paper's Coconut with two thoughts a step (--c 2): it searches
     "prosqa-mini-coconut-c2-analysis": (481, 374, 388),  # the same with --uniform_prob 0.3: §5's model that searches
+    "prosqa-mini-coconut-mixed": (484, 375, 388),  # one thought a step, --uniform_prob 0.1: it searches (seed 1)
 }
 
 
