@@ -117,14 +117,24 @@ def frontier_values(coconut, tok, record, sample, k, device, c=1):
 
 
 @torch.no_grad()
-def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
-    """Figure 3's view: each continuous thought decoded through the output head -> [(token, prob), ...] per thought."""
+def thought_distributions(coconut, tok, sample, n_thoughts, device):
+    """Each continuous thought decoded through the output head (Figures 3 and 7): (n_thoughts, vocabulary)."""
     ids = data.thought_prefix(sample, n_thoughts, True, tok.special)
     out = coconut.run_thoughts(torch.tensor([ids], device=device))
     first = len(sample["question"]) + 1
-    probs = coconut.model.lm_head(out.inputs_embeds[0, first:first + n_thoughts]).float().softmax(-1)
-    values, indices = probs.topk(top, dim=-1)
+    return coconut.model.lm_head(out.inputs_embeds[0, first:first + n_thoughts]).float().softmax(-1)
+
+
+def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
+    """Figure 3's view: each thought's most probable tokens -> [(token, prob), ...] per thought."""
+    values, indices = thought_distributions(coconut, tok, sample, n_thoughts, device).topk(top, dim=-1)
     return [[(tok.decode([int(i)]), float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values, indices)]
+
+
+def node_values(coconut, tok, record, sample, n_thoughts, device):
+    """Figure 7's shading: per thought, the probability its decoding puts on each node's name (first token)."""
+    names = [tok.encode(" " + name)[0] for name in record["idx_to_symbol"]]
+    return thought_distributions(coconut, tok, sample, n_thoughts, device)[:, names].tolist()
 
 
 def node_height(record):
@@ -177,7 +187,7 @@ def get_args(argv=None):
     p.add_argument("--frontier", type=int, nargs="*", default=None,
                    help="§5.2: frontier values after k steps (k·c thoughts)")
     p.add_argument("--probe", type=nonnegative_int, default=0, help="decode the thoughts of the first N questions "
-                   "(Fig. 3)")
+                   "(Fig. 3); with --plot on ProsQA, also draw each one's graph as its thoughts see it (Fig. 7)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N records only")
     p.add_argument("--batch_size", type=positive_int, default=64)
     p.add_argument("--device", default=None)
@@ -284,12 +294,14 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
         report["outcomes"] = {o: classes[o] / len(records) for o in OUTCOMES}
         outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))
     if args.probe:
-        report["probes"] = []
-        for r, s in list(zip(records, samples))[: args.probe]:
-            probes = probe_thoughts(coconut, tok, s, meta["max_latent_stage"] * meta["c"], device)
+        report["probes"], n = [], meta["max_latent_stage"] * meta["c"]
+        for i, (r, s) in enumerate(list(zip(records, samples))[: args.probe]):
+            probes = probe_thoughts(coconut, tok, s, n, device)
             report["probes"].append(probes)
             print(f"  {r['answer']!r}: " + " | ".join(
                 ", ".join(f"{t.strip() or repr(t)} {p:.2f}" for t, p in th) for th in probes))
+            if graph and args.plot and n:  # Figure 7: the question's graph as each thought sees it
+                plot_thought_graph(r, node_values(coconut, tok, r, s, n, device), args.plot, i)
     if args.latents is not None and graph:
         report["latent_sweep"] = latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf16)
         outcome_rows += [(f"{meta['method']} k={k}", v["accuracy"], v) for k, v in report["latent_sweep"].items()]
@@ -481,6 +493,52 @@ def plot(report, folder):
         fig.savefig(os.path.join(folder, f"fig9_height_k{k}.png"), dpi=120, bbox_inches="tight")
     plt.close("all")
 
+
+
+def graph_layout(record):
+    """(x, y) per node: x its layer (the longest path to it from a person, so every edge points right), y its
+    place in the layer."""
+    children, n = data.children_of(record), len(record["idx_to_symbol"])
+    layer = [0] * n
+    for _ in range(n):  # relax n times: a DAG's longest paths settle
+        for p, c in record["edges"]:
+            layer[c] = max(layer[c], layer[p] + 1)
+    rows = {}
+    for node in sorted(range(n), key=lambda u: (layer[u], children[u] == [], u)):
+        rows.setdefault(layer[node], []).append(node)
+    return {u: (layer[u], (i + 0.5) / len(us) * max(len(v) for v in rows.values()))
+            for us in rows.values() for i, u in enumerate(us)}
+
+
+def plot_thought_graph(record, values, folder, index):
+    """Figure 7: one question's graph once per continuous thought, each node shaded by the probability that
+    thought, decoded through the output head, puts on its name; the question's person ringed in green, the
+    answer in red."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(folder, exist_ok=True)
+    pos, sym = graph_layout(record), record["idx_to_symbol"]
+    fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values), 3.6), squeeze=False)
+    for k, (ax, probs) in enumerate(zip(axes[0], values)):
+        for p, c in record["edges"]:
+            ax.annotate("", pos[c], pos[p], arrowprops=dict(arrowstyle="->", color="grey", shrinkA=9, shrinkB=9))
+        ring = ["green" if u == record["root"] else "red" if u == record["target"] else "black" for u in pos]
+        dots = ax.scatter(*zip(*pos.values()), c=[probs[u] for u in pos], cmap="Blues", vmin=0, vmax=1, s=380,
+                          edgecolors=ring, linewidths=[2.5 if r != "black" else 0.8 for r in ring], zorder=2)
+        for u, (x, y) in pos.items():
+            ax.annotate(f"{sym[u]}\n{probs[u]:.2f}", (x, y), xytext=(0, -21), textcoords="offset points",
+                        ha="center", va="top", fontsize=7)
+        ax.set_title(f"thought {k + 1}", fontsize=10)
+        ax.axis("off")
+        ax.margins(0.15, 0.25)
+    fig.colorbar(dots, ax=axes[0].tolist(), fraction=0.02, label="probability on the node's name")
+    asked = "Is " + record["question"].rsplit(" Is ", 1)[-1]
+    fig.suptitle(f"Figure 7: {asked} ({record['answer']})", fontsize=10)
+    path = os.path.join(folder, f"fig7_thoughts_q{index}.png")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 if __name__ == "__main__":
     try:

@@ -139,6 +139,18 @@ def test_a_probe_is_the_output_heads_softmax_of_the_fed_back_state(trained):
     assert probes[0][0][1] == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_figure_7_shades_each_node_by_the_probability_a_thought_puts_on_its_name(trained, tmp_path):
+    model, tok, record, sample = trained.model, trained.tok, trained.records[0], trained.samples[0]
+    values = ev.node_values(model, tok, record, sample, 2, "cpu")
+    probs = ev.thought_distributions(model, tok, sample, 2, "cpu")
+    assert len(values) == 2 and len(values[0]) == len(record["idx_to_symbol"])
+    for k in range(2):  # the probe's distribution, read at each node's name
+        assert values[k] == [float(probs[k, tok.encode(" " + name)[0]]) for name in record["idx_to_symbol"]]
+    pos = ev.graph_layout(record)
+    assert all(pos[p][0] < pos[c][0] for p, c in record["edges"])  # every edge points right
+    assert os.path.basename(ev.plot_thought_graph(record, values, str(tmp_path), 0)) == "fig7_thoughts_q0.png"
+
+
 def test_batched_evaluation_equals_one_question_at_a_time(trained):
     meta, records, samples = trained.ckpt["meta"], trained.records, trained.samples
     rows, _ = ev.run_eval(trained.model, trained.tok, meta, records, samples, "cpu", 16, batch_size=4)
