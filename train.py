@@ -320,7 +320,7 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
     step = (epoch - stages.index(stage)) * len(batches)
     model.train()
     bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches), disable=rank != 0,
-               desc=f"epoch {epoch + 1}/{args.num_epochs} stage {stage}", leave=False)
+               desc=f"epoch {epoch + 1}/{args.num_epochs} {stage_text(stage, args)}", leave=False)
     t0, tokens, loss_sum, frontier_sum = time.time(), 0, 0.0, 0.0
     for micro in bar:
         lr = learning_rate(step, steps_in_stage, args)
@@ -356,6 +356,12 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
     return losses
 
 
+def stage_text(stage, args):
+    """'stage 2 (2 thoughts)': what a newcomer watches in the progress bar and the epoch lines."""
+    thoughts = data.layout(args.max_latent_stage, stage, data.curriculum_of(vars(args)))[1]
+    return f"stage {stage}" + (f" ({thoughts} thought{'s' if thoughts > 1 else ''})" if thoughts else "")
+
+
 def best_accuracy(history, final_stage):
     """The best validation accuracy among the epochs at the final stage (-1.0 before the first)."""
     return max((m["val_acc"] for m in history if m["stage"] == final_stage), default=-1.0)
@@ -367,9 +373,7 @@ def save_epoch(coconut, tok, optimizer, history, stages, epoch, seen, files, arg
     that --resume need not regenerate them. Rank 0 only."""
     m, stage = history[-1], stages[epoch]
     frontier = f" (frontier {m['train_frontier_loss']:.4f})" if "train_frontier_loss" in m else ""
-    thoughts = data.layout(args.max_latent_stage, stage, data.curriculum_of(vars(args)))[1]  # what to watch
-    log(f"epoch {epoch + 1:3d} | stage {stage}{f' ({thoughts} thoughts)' if thoughts else ''} | train loss "
-        f"{m['train_loss']:.4f}{frontier} | "
+    log(f"epoch {epoch + 1:3d} | {stage_text(stage, args)} | train loss {m['train_loss']:.4f}{frontier} | "
         f"val loss {m['val_loss']:.4f} | val acc {split_text(m, 'val_acc', 'val_n')} | "
         f"new tokens {m['val_new_tokens']:.1f} | questions seen "
         f"{m['questions_seen']:,} ({m['distinct_questions']:,} distinct) | {m['seconds']:.0f}s")
@@ -451,8 +455,8 @@ def finish(args, files, ddp, log):
         dist.barrier()  # rank 0 may still be saving; tearing gloo down under it aborts the other rank
         dist.destroy_process_group()
     best = files.best if os.path.exists(files.best) else files.last
-    log(f"done: the model is {best}; evaluate it on the test questions and read its thoughts with\n"
-        f"  python eval.py --ckpt {args.out_dir} --split test --probe 3")
+    log(f"done: the model is {best}; evaluate it on the test questions and draw its thoughts (Figure 7) with\n"
+        f"  python eval.py --ckpt {args.out_dir} --split test --probe 3 --plot figs")
 
 
 if __name__ == "__main__":
