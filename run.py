@@ -1,5 +1,6 @@
 """What a run's scripts share: every default (the recipes, and each shipped model's in recipes/), the device,
-the checkpoint and the run folder, and evaluation's greedy generation, answer check and validation (paper §4: greedy decoding, accuracy as the reference computes it).
+the checkpoint and the run folder, and evaluation's greedy generation, answer check and validation (paper §4:
+greedy decoding, accuracy as the reference computes it).
 
 train.py, eval.py and bench.py import this module and never each other. A checkpoint is a dict of tensors,
 numbers, strings, lists and dicts: written atomically and durably (data.write_atomic), read with

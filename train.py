@@ -430,7 +430,8 @@ def main(argv=None):
             stage = stages[epoch]
             optimizer = optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args)  # fresh at a new stage
             optimizer_stage, t0 = stage, time.time()
-            train_tok = stream_samples(args, epoch, tok, seen) if seen is not None and epoch > start_epoch else train_tok
+            if seen is not None and epoch > start_epoch:
+                train_tok = stream_samples(args, epoch, tok, seen)
             data_seconds = time.time() - t0
             train_losses = train_epoch(model, optimizer, train_tok, tok, stages, epoch, args, ddp, world, rank, device)
             trained = epoch + 1 - args.start_epoch  # epochs this run (and the runs it resumes) trained

@@ -75,7 +75,8 @@ def test_bad_train_flags_fail_with_one_line_and_write_nothing(mini_dir, tmp_path
 
 def test_init_from_gives_the_shape_and_vocabulary_and_a_flag_saying_otherwise_is_refused(tmp_path):
     cot = os.path.join(ROOT, "models", "prosqa-mini-cot")
-    for flag, value, theirs in (("--n_embd", "256", "128"), ("--n_layer", "6", "4"), ("--vocab", "words", "parent-child")):
+    for flag, value, theirs in (("--n_embd", "256", "128"), ("--n_layer", "6", "4"),
+                                ("--vocab", "words", "parent-child")):
         assert refused(train.main, ["--init_from", cot, flag, value, "--out_dir", str(tmp_path / "run")]) == (
             f"error: {flag} {value}: --init_from {cot} is {theirs}: its shape and vocabulary are the run's")
     assert not (tmp_path / "run").exists()

@@ -91,7 +91,7 @@ def test_two_stage_run_rebuilds_the_optimizer_at_each_stage(mini_dir, tmp_path, 
     assert [m["stage"] for m in metrics] == [0, 0, 1]
     assert len(made) == 2  # one per stage, not per epoch
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert ckpt["meta"]["method"] == "coconut" and ckpt["vocab"]["kind"] == "parent-child"  # a ProsQA model from scratch
+    assert ckpt["meta"]["method"] == "coconut" and ckpt["vocab"]["kind"] == "parent-child"  # ProsQA from scratch
     assert ckpt["epoch"] == 2 and ckpt["stage"] == 1
     assert json.load(open(tmp_path / "run" / "config.json"))["max_latent_stage"] == 1
 
