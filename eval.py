@@ -137,6 +137,20 @@ def node_values(coconut, tok, record, sample, n_thoughts, device):
     return thought_distributions(coconut, tok, sample, n_thoughts, device)[:, names].tolist()
 
 
+def thought_mass(coconut, tok, records, samples, n_thoughts, device):
+    """Figure 7 summed over questions: [thought][distance - 1] = (mean probability its decoding puts on the nodes
+    at that distance from the person that lie on a path to the answer, and on the others). Thoughts that search
+    hold the frontier, thought k on distance k; spacers ("\n", "###") hold no node at all."""
+    mass = torch.zeros(n_thoughts, n_thoughts, 2)
+    for r, s in zip(records, samples):
+        values, children = node_values(coconut, tok, r, s, n_thoughts, device), data.children_of(r)
+        for node, d in data.bfs(children, r["root"])[0].items():
+            if 1 <= d <= n_thoughts:
+                off_path = r["target"] not in data.bfs(children, node)[0]
+                mass[:, d - 1, int(off_path)] += torch.tensor([v[node] for v in values])
+    return (mass / max(len(records), 1)).tolist()
+
+
 def node_height(record):
     """Shortest distance to a leaf (the paper defines height inconsistently; this is our reading)."""
     n = len(record["idx_to_symbol"])
@@ -302,6 +316,13 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
                 ", ".join(f"{t.strip() or repr(t)} {p:.2f}" for t, p in th) for th in probes))
             if graph and args.plot and n:  # Figure 7: the question's graph as each thought sees it
                 plot_thought_graph(r, node_values(coconut, tok, r, s, n, device), args.plot, i)
+        if graph and n:
+            report["thought_mass"] = thought_mass(coconut, tok, records, samples, n, device)
+            print(f"  where the thoughts land ({len(records)} questions; probability on nodes at distance d from the "
+                  "person, on a path to the answer / elsewhere):")
+            for k, row in enumerate(report["thought_mass"]):
+                print(f"    thought {k + 1}: " + ", ".join(f"d={d + 1} {on:.2f} / {off:.2f}" for d, (on, off) in
+                                                      enumerate(row)))
     if args.latents is not None and graph:
         report["latent_sweep"] = latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf16)
         outcome_rows += [(f"{meta['method']} k={k}", v["accuracy"], v) for k, v in report["latent_sweep"].items()]

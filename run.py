@@ -36,7 +36,7 @@ CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
 
 TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny: GPT-2's shape, narrow and shallow
 DEFAULTS = dict(  # every run
-    dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1,
+    dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, reset_optimizer="stage",
     icot_tokens_per_stage=8, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
     n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"],
     frontier_loss=0.0)  # beyond the paper, off
@@ -54,16 +54,22 @@ PAPER_DATASETS = {
 LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, stream=1, c=1, max_latent_stage=2,
               epochs_per_stage=[3, 1], num_epochs=8, batch_size=8, micro_batch=8, lr=1.5e-3,
               lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
+# The laptop forks the shipped CoT (models/prosqa-mini-cot, stage 0 learned) unless --init_from scratch, with a
+# tenth of the samples at a random stage (the reference's uniform_prob, as reasoning-by-superposition trains one
+# thought a step): without it one thought a step lost the search at stage 2 on every seed (docs/results.md).
+LAPTOP_FORK = dict(uniform_prob=0.1)
+SHIPPED_COT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "prosqa-mini-cot")
 LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses the first N validation records
 
 
-def recipe(dataset, laptop, device):
-    """Every default of a run on `dataset`: DEFAULTS, the paper's recipe, and the laptop's over it."""
+def recipe(dataset, laptop, device, fork=True):
+    """Every default of a run on `dataset`: DEFAULTS, the paper's recipe, and the laptop's over it (forking a
+    CoT, or from scratch)."""
     out = {**DEFAULTS, **PAPER, **PAPER_DATASETS[dataset]}
     if device == "cpu":
         out["micro_batch"] = 8
     if laptop:
-        out.update(LAPTOP)
+        out.update(LAPTOP, **(LAPTOP_FORK if fork else {}))
     return out
 
 
@@ -250,7 +256,8 @@ def inherit(args, init):
         if getattr(args, flag) in (None, "auto"):
             setattr(args, flag, value)
         need(getattr(args, flag) == value, f"--{flag}", getattr(args, flag),
-             f"--init_from {args.init_from} is {value}: its shape and vocabulary are the run's")
+             f"--init_from {args.init_from} is {value}: its shape and vocabulary are the run's (--init_from "
+             "scratch: a new model)")
     return (f"model: {init['path']}: a {config['n_layer']}-layer, {config['n_embd']}-wide {init['meta']['method']} "
             f"model ({vocab} vocabulary) after {init.get('epoch', -1) + 1} epochs; its weights start this run")
 

@@ -28,7 +28,7 @@ from data import (ArgumentParser, fail, flag_type, need, nonnegative_float, nonn
                   positive_int, switch)
 from run import (DEFAULTS, TINY, autocast, build_examples, build_model, check_lengths, checkpoint_state, evaluate,
                  fault_point, first_samples, inherit, load_checkpoint, load_splits, load_weights, pick_device, recipe,
-                 recipe_argv, recipe_names, run_files, save_checkpoint, seen_tensor, split_text, start_processes,
+                 recipe_argv, recipe_names, run_files, SHIPPED_COT, save_checkpoint, seen_tensor, split_text, start_processes,
                  start_run_folder, stream_samples, write_metrics)
 
 
@@ -66,6 +66,8 @@ def get_args(argv=None):
                                                                   "after each reset"))
     p.add_argument("--min_lr", type=nonnegative_float, help=h("min_lr", "--lr_schedule cosine: the rate at each "
                                                               "stage's end"))
+    p.add_argument("--reset_optimizer", choices=("stage", "epoch"), help=h("reset_optimizer", "a fresh AdamW at "
+                   "each stage change (the paper's text) or every epoch (the reference's code)"))
     p.add_argument("--weight_decay", type=nonnegative_float, help=h("weight_decay"))
     p.add_argument("--grad_clip", type=flag_type(float, lambda v: v >= 0, "must be 0 (off) or more"),
                    help=h("grad_clip", "clip the gradient norm (0: off, as the paper's)"))
@@ -85,7 +87,8 @@ def get_args(argv=None):
     p.add_argument("--init_std", type=positive_float, help=h("init_std", "--model tiny: std of the initial weights "
                                                              "(GPT-2's 0.02 is tuned for width 768)"))
     p.add_argument("--init_from", help="a checkpoint (.pt or run folder) to start from, e.g. CoT; its shape and "
-                   "vocabulary are the run's")
+                   "vocabulary are the run's; scratch: a new model [here: models/prosqa-mini-cot on generated ProsQA "
+                   "with the tiny model, scratch otherwise]")
     p.add_argument("--start_epoch", type=int, help="first epoch to train; with --init_from it defaults to the length "
                    "of stage 0: the checkpoint already is stage 0 (the paper's GSM8k recipe) [here: 0]")
     p.add_argument("--bf16", type=switch, help=h("bf16", "bf16 autocast on CUDA (0: fp32, as the reference's configs)"))
@@ -113,12 +116,18 @@ def get_args(argv=None):
 
 
 def resolve(args, device):
-    """Fill unset flags: from --init_from's checkpoint (its shape and vocabulary), then from the run's recipe
-    (run.recipe: the paper's, or the laptop's when the model is the tiny one on generated ProsQA). Returns the
+    """Fill unset flags: from --init_from's checkpoint (its shape and vocabulary; on generated ProsQA with the tiny
+    model the shipped CoT unless --init_from scratch), then from the run's recipe (run.recipe: the paper's, or the
+    laptop's when the model is the tiny one on generated ProsQA). Returns the
     notes to show once every flag has been checked, and --init_from's checkpoint (or None)."""
-    notes, init = [], load_checkpoint(args.init_from) if args.init_from else None
+    notes, default_init = [], args.init_from is None and args.dataset == "prosqa" and args.data_dir is None and (
+        args.model == "tiny" or (args.model == "auto" and device == "cpu"))
+    if default_init:  # the laptop starts where the paper's GSM8k recipe does: from a CoT (stage 0 learned)
+        args.init_from = os.path.relpath(SHIPPED_COT)
+    args.init_from = None if args.init_from == "scratch" else args.init_from
+    init = load_checkpoint(args.init_from) if args.init_from else None
     if init:
-        notes.append(inherit(args, init))
+        notes.append(inherit(args, init) + ("; --init_from scratch starts from a new model" if default_init else ""))
     elif args.model == "auto" and device == "cpu":
         args.model = "tiny"
         notes.append("model: tiny (a GPT-2-shaped model from scratch), since no GPU is present; the paper's "
@@ -133,7 +142,7 @@ def resolve(args, device):
     if args.model not in ("tiny", *weights.HF_REPOS) and not os.path.isdir(args.model):
         fail(f"--model {args.model!r}: expected auto, tiny, {', '.join(weights.HF_REPOS)} or a Hugging Face folder")
     laptop = args.model == "tiny" and args.dataset == "prosqa" and args.data_dir is None
-    for k, v in recipe(args.dataset, laptop, device).items():
+    for k, v in recipe(args.dataset, laptop, device, fork=init is not None).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
     if args.vocab == "auto":
@@ -288,9 +297,10 @@ def optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args):
     """The optimizer for an epoch of `stage`, given the one in use (None before the first epoch) and the stage it
     was made for: the same one while the stage goes on (a run resumed mid-stage passes the one it loaded, with
     its moments), a fresh AdamW with no moment estimates when the stage changes (§3: the optimizer state is
-    reset at each stage switch)."""
+    reset at each stage switch), or at every epoch with --reset_optimizer epoch (the reference's run.py rebuilds
+    AdamW each epoch when its configs set reset_optimizer, as all its Coconut configs do)."""
     # --- exercise 6: the optimizer reset ---
-    if optimizer is None or stage != optimizer_stage:
+    if optimizer is None or stage != optimizer_stage or args.reset_optimizer == "epoch":
         return torch.optim.AdamW(coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     return optimizer
     # --- end of exercise 6 ---
@@ -315,9 +325,10 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
     rng = random.Random(args.seed * 100003 + epoch)
     examples = build_examples(samples, stage, args, tok, rng)
     batches = data.example_batches(examples, args.batch_size, args.bucket, rng, tok.special.latent)
-    # the schedule restarts with each stage's optimizer; its step count follows from the epoch
-    steps_in_stage = stages.count(stage) * len(batches)
-    step = (epoch - stages.index(stage)) * len(batches)
+    # the schedule restarts with each optimizer (a stage's, or an epoch's); its step count follows from the epoch
+    span = 1 if args.reset_optimizer == "epoch" else stages.count(stage)
+    steps_in_stage = span * len(batches)
+    step = 0 if args.reset_optimizer == "epoch" else (epoch - stages.index(stage)) * len(batches)
     model.train()
     bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches), disable=rank != 0,
                desc=f"epoch {epoch + 1}/{args.num_epochs} {stage_text(stage, args)}", leave=False)

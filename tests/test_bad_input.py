@@ -78,7 +78,8 @@ def test_init_from_gives_the_shape_and_vocabulary_and_a_flag_saying_otherwise_is
     for flag, value, theirs in (("--n_embd", "256", "128"), ("--n_layer", "6", "4"),
                                 ("--vocab", "words", "parent-child")):
         assert refused(train.main, ["--init_from", cot, flag, value, "--out_dir", str(tmp_path / "run")]) == (
-            f"error: {flag} {value}: --init_from {cot} is {theirs}: its shape and vocabulary are the run's")
+            f"error: {flag} {value}: --init_from {cot} is {theirs}: its shape and vocabulary are the run's "
+            "(--init_from scratch: a new model)")
     assert not (tmp_path / "run").exists()
 
 
@@ -100,7 +101,7 @@ def test_flags_argparse_rejects_are_one_line_too(mini_dir, tmp_path, flags, star
 ])
 def test_bad_generator_flags_of_the_laptop_recipe_write_no_data(tmp_path, monkeypatch, flags, line):
     monkeypatch.chdir(tmp_path)  # the laptop recipe would generate into ./data
-    laptop = ["--device", "cpu", "--n_layer", "1", "--n_embd", "32", "--n_head", "2"]
+    laptop = ["--device", "cpu", "--init_from", "scratch", "--n_layer", "1", "--n_embd", "32", "--n_head", "2"]
     assert refused(train.main, laptop + flags) == line
     assert os.listdir(tmp_path) == []
 

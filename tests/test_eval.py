@@ -151,6 +151,17 @@ def test_figure_7_shades_each_node_by_the_probability_a_thought_puts_on_its_name
     assert os.path.basename(ev.plot_thought_graph(record, values, str(tmp_path), 0)) == "fig7_thoughts_q0.png"
 
 
+def test_where_the_thoughts_land_sums_each_nodes_probability_by_distance_and_path(monkeypatch):
+    # Tom -> a -> c (the answer), Tom -> b, a -> d; Bob -> e (the other option)
+    record = {"idx_to_symbol": ["Tom", "a", "b", "c", "d", "Bob", "e"], "root": 0, "target": 3, "neg_target": 6,
+              "edges": [[0, 1], [0, 2], [1, 3], [1, 4], [5, 6]]}
+    values = [[0.0, 0.7, 0.2, 0.0, 0.0, 0.0, 0.1],  # thought 1: a child on the path, one off it, another person's
+              [0.0, 0.0, 0.0, 0.5, 0.3, 0.0, 0.0]]  # thought 2: the answer, and a grandchild off the path
+    monkeypatch.setattr(ev, "node_values", lambda *a: values)
+    mass = ev.thought_mass(None, None, [record, record], [None, None], 2, "cpu")
+    torch.testing.assert_close(torch.tensor(mass), torch.tensor([[[0.7, 0.2], [0.0, 0.0]], [[0.0, 0.0], [0.5, 0.3]]]))
+
+
 def test_batched_evaluation_equals_one_question_at_a_time(trained):
     meta, records, samples = trained.ckpt["meta"], trained.records, trained.samples
     rows, _ = ev.run_eval(trained.model, trained.tok, meta, records, samples, "cpu", 16, batch_size=4)

@@ -96,6 +96,23 @@ def test_two_stage_run_rebuilds_the_optimizer_at_each_stage(mini_dir, tmp_path, 
     assert json.load(open(tmp_path / "run" / "config.json"))["max_latent_stage"] == 1
 
 
+def test_reset_optimizer_epoch_is_the_reference_rule_a_fresh_adamw_every_epoch(mini_dir, tmp_path, monkeypatch):
+    """The reference's run.py rebuilds AdamW at the start of every epoch when its config sets reset_optimizer (its
+    Coconut configs do); the paper's text, our default, only at a stage change. Same first epoch, then they part."""
+    made = []
+    real = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, **k: made.append(1) or real(*a, **k))
+    flags = ("--num_epochs", "3", "--epochs_per_stage", "2", "--lr_schedule", "cosine", "--warmup_steps", "2")
+    per_stage = run(mini_dir, tmp_path / "stage", *flags)
+    assert len(made) == 2
+    per_epoch = run(mini_dir, tmp_path / "epoch", *flags, "--reset_optimizer", "epoch")
+    assert len(made) == 2 + 3  # one per epoch
+    timing = ("seconds", "data_seconds", "wall")
+    assert {k: v for k, v in per_epoch[0].items() if k not in timing} == \
+        {k: v for k, v in per_stage[0].items() if k not in timing}
+    assert per_epoch[1]["train_loss"] != per_stage[1]["train_loss"]
+
+
 def test_loss_falls_when_overfitting_eight_samples(mini_dir, tmp_path):
     metrics = run(mini_dir, tmp_path / "fit", "--method", "cot", "--num_epochs", "8", "--batch_size", "2",
                   "--micro_batch", "2", "--lr", "1e-2")
@@ -193,6 +210,24 @@ def test_a_compact_checkpoint_evaluates_as_it_validated_in_training(mini_dir, tm
     assert ckpt["model_config"]["vocab_size"] == len(ckpt["vocab"]["pieces"]) + 4  # eos and the three Coconut rows
 
 
+def test_the_front_door_forks_the_shipped_cot_and_scratch_starts_anew(monkeypatch):
+    """`python train.py --dataset prosqa --c 1` on a CPU: the shipped CoT's weights, shape and vocabulary, stage 0
+    skipped, with a tenth of the samples at a random stage; --init_from scratch: the laptop recipe from scratch."""
+    monkeypatch.chdir(ROOT)
+    door = train.get_args(["--dataset", "prosqa", "--c", "1"])
+    notes, init = train.resolve(door, "cpu")
+    assert door.init_from == os.path.join("models", "prosqa-mini-cot") and init["meta"]["method"] == "cot"
+    assert (door.model, door.n_layer, door.n_embd, door.vocab) == ("tiny", 4, 128, "parent-child")
+    assert (door.lr, door.uniform_prob, door.start_epoch, door.num_epochs) == (1.5e-3, 0.1, 3, 8)
+    assert notes[0].endswith("its weights start this run; --init_from scratch starts from a new model")
+    scratch = train.get_args(["--dataset", "prosqa", "--c", "1", "--init_from", "scratch"])
+    assert train.resolve(scratch, "cpu")[1] is None
+    assert (scratch.init_from, scratch.model, scratch.lr, scratch.uniform_prob, scratch.start_epoch) == (
+        None, "tiny", 1.5e-3, 0.0, 0)
+    given = train.get_args(["--dataset", "prosqa", "--data_dir", "data"])  # the paper's data: no fork, no laptop
+    assert train.resolve(given, "cpu")[1] is None and given.lr == 1e-4
+
+
 def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mini_dir, tmp_path):
     run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1", "--epochs_per_stage", "2")
     metrics = run(mini_dir, tmp_path / "coco", "--num_epochs", "4", "--epochs_per_stage", "2", "1",
@@ -206,7 +241,7 @@ def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mi
 # --- the endless stream of generated ProsQA-mini (--stream 1, the laptop recipe's data) -------------------------
 
 PROSQA_EPOCH = tasks.prosqa_epoch
-STREAM = ["--device", "cpu", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--train_size", "24", "--val_size",
+STREAM = ["--device", "cpu", "--init_from", "scratch", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--train_size", "24", "--val_size",
           "20", "--num_epochs", "4", "--epochs_per_stage", "2", "1", "--batch_size", "4", "--micro_batch", "4",
           "--max_new_tokens", "24", "--uniform_prob", "0.5"]
 
