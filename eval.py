@@ -308,21 +308,7 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
         report["outcomes"] = {o: classes[o] / len(records) for o in OUTCOMES}
         outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))
     if args.probe:
-        report["probes"], n = [], meta["max_latent_stage"] * meta["c"]
-        for i, (r, s) in enumerate(list(zip(records, samples))[: args.probe]):
-            probes = probe_thoughts(coconut, tok, s, n, device)
-            report["probes"].append(probes)
-            print(f"  {r['answer']!r}: " + " | ".join(
-                ", ".join(f"{t.strip() or repr(t)} {p:.2f}" for t, p in th) for th in probes))
-            if graph and args.plot and n:  # Figure 7: the question's graph as each thought sees it
-                plot_thought_graph(r, node_values(coconut, tok, r, s, n, device), args.plot, i)
-        if graph and n:
-            report["thought_mass"] = thought_mass(coconut, tok, records, samples, n, device)
-            print(f"  where the thoughts land ({len(records)} questions; probability on nodes at distance d from the "
-                  "person, on a path to the answer / elsewhere):")
-            for k, row in enumerate(report["thought_mass"]):
-                print(f"    thought {k + 1}: " + ", ".join(f"d={d + 1} {on:.2f} / {off:.2f}" for d, (on, off) in
-                                                      enumerate(row)))
+        report.update(probe_report(coconut, tok, meta, records, samples, args, device))
     if args.latents is not None and graph:
         report["latent_sweep"] = latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf16)
         outcome_rows += [(f"{meta['method']} k={k}", v["accuracy"], v) for k, v in report["latent_sweep"].items()]
@@ -334,6 +320,31 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
     if args.plot:
         plot(report, args.plot)
     return {"method": meta["method"], **summary}, outcome_rows
+
+
+def probe_report(coconut, tok, meta, records, samples, args, device):
+    """--probe N: the first N questions' thoughts decoded (Figure 3), their graphs shaded (Figure 7, with --plot),
+    and where the thoughts land over every question."""
+    report, n = {"probes": []}, meta["max_latent_stage"] * meta["c"]
+    if data.METHODS[meta["method"]].slots != "thoughts":  # pauses and written steps are not fed back
+        print(f"  --probe: {meta['method']} feeds no continuous thought back; nothing to decode")
+        return report
+    graph = meta["dataset"] == "prosqa"
+    for i, (r, s) in enumerate(list(zip(records, samples))[: args.probe]):
+        probes = probe_thoughts(coconut, tok, s, n, device)
+        report["probes"].append(probes)
+        print(f"  {r['answer']!r}: " + " | ".join(
+            ", ".join(f"{t.strip() or repr(t)} {p:.2f}" for t, p in th) for th in probes))
+        if graph and args.plot and n:  # Figure 7: the question's graph as each thought sees it
+            plot_thought_graph(r, node_values(coconut, tok, r, s, n, device), args.plot, i)
+    if graph and n:
+        report["thought_mass"] = thought_mass(coconut, tok, records, samples, n, device)
+        print(f"  where the thoughts land ({len(records)} questions; probability on nodes at distance d from the "
+              "person, on a path to the answer / elsewhere):")
+        for k, row in enumerate(report["thought_mass"]):
+            print(f"    thought {k + 1}: " + ", ".join(f"d={d + 1} {on:.2f} / {off:.2f}" for d, (on, off) in
+                                                  enumerate(row)))
+    return report
 
 
 def report_path(ckpt_path, args):

@@ -89,8 +89,8 @@ def get_args(argv=None):
     p.add_argument("--init_from", help="a checkpoint (.pt or run folder) to start from, e.g. CoT; its shape and "
                    "vocabulary are the run's; scratch: a new model [here: models/prosqa-mini-cot on generated ProsQA "
                    "with the tiny model, scratch otherwise]")
-    p.add_argument("--start_epoch", type=int, help="first epoch to train; with --init_from it defaults to the length "
-                   "of stage 0: the checkpoint already is stage 0 (the paper's GSM8k recipe) [here: 0]")
+    p.add_argument("--start_epoch", type=int, help="first epoch to train; with --init_from the length of stage 0, "
+                   f"which it already is [here: {here['epochs_per_stage'][0] if device == 'cpu' else 0}]")
     p.add_argument("--bf16", type=switch, help=h("bf16", "bf16 autocast on CUDA (0: fp32, as the reference's configs)"))
     p.add_argument("--compile", type=switch, help=h("compile", "torch.compile the GPT (nanoGPT's switch; bench.py "
                                                     "--compile measures what it buys)"))
@@ -297,10 +297,9 @@ def optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args):
     """The optimizer for an epoch of `stage`, given the one in use (None before the first epoch) and the stage it
     was made for: the same one while the stage goes on (a run resumed mid-stage passes the one it loaded, with
     its moments), a fresh AdamW with no moment estimates when the stage changes (§3: the optimizer state is
-    reset at each stage switch), or at every epoch with --reset_optimizer epoch (the reference's run.py rebuilds
-    AdamW each epoch when its configs set reset_optimizer, as all its Coconut configs do)."""
+    reset at each stage switch)."""
     # --- exercise 6: the optimizer reset ---
-    if optimizer is None or stage != optimizer_stage or args.reset_optimizer == "epoch":
+    if optimizer is None or stage != optimizer_stage:
         return torch.optim.AdamW(coconut.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     return optimizer
     # --- end of exercise 6 ---
@@ -439,6 +438,8 @@ def main(argv=None):
     try:
         for epoch in range(start_epoch, min(args.num_epochs, args.stop_after_epoch or args.num_epochs)):
             stage = stages[epoch]
+            if args.reset_optimizer == "epoch":  # the reference's run.py: a fresh AdamW every epoch (its configs'
+                optimizer = None                  # reset_optimizer, set in all its Coconut configs)
             optimizer = optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args)  # fresh at a new stage
             optimizer_stage, t0 = stage, time.time()
             if seen is not None and epoch > start_epoch:
