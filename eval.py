@@ -143,12 +143,17 @@ def thought_mass(coconut, tok, records, samples, n_thoughts, device):
     hold the frontier, thought k on distance k; spacers ("\n", "###") hold no node at all."""
     mass = torch.zeros(n_thoughts, n_thoughts, 2)
     for r, s in zip(records, samples):
-        values, children = node_values(coconut, tok, r, s, n_thoughts, device), data.children_of(r)
-        for node, d in data.bfs(children, r["root"])[0].items():
+        values, on_path = node_values(coconut, tok, r, s, n_thoughts, device), leads_to_answer(r)
+        for node, d in data.bfs(data.children_of(r), r["root"])[0].items():
             if 1 <= d <= n_thoughts:
-                off_path = r["target"] not in data.bfs(children, node)[0]
-                mass[:, d - 1, int(off_path)] += torch.tensor([v[node] for v in values])
+                mass[:, d - 1, int(node not in on_path)] += torch.tensor([v[node] for v in values])
     return (mass / max(len(records), 1)).tolist()
+
+
+def leads_to_answer(record):
+    """The nodes on a path to the answer: those it can be reached from (one search up the reversed edges)."""
+    up = data.adjacency(len(record["idx_to_symbol"]), [(c, p) for p, c in record["edges"]])
+    return set(data.bfs(up, record["target"])[0])
 
 
 def node_height(record):
@@ -270,8 +275,8 @@ def frontier_report(coconut, tok, records, samples, ks, device, c=1):
         per_q = []
         for r, s in zip(records, samples):
             values, _ = frontier_values(coconut, tok, r, s, k, device, c)
-            children, heights = data.children_of(r), node_height(r)
-            on_path = {n for n in values if r["target"] in data.bfs(children, n)[0]}
+            heights, leads = node_height(r), leads_to_answer(r)
+            on_path = {n for n in values if n in leads}
             per_q.append({"values": sorted(values.values(), reverse=True),
                           "on_path": [values[n] for n in on_path],
                           "off_path": [v for n, v in values.items() if n not in on_path],

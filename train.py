@@ -26,10 +26,10 @@ import weights
 from coconut import frontier_loss
 from data import (ArgumentParser, fail, flag_type, need, nonnegative_float, nonnegative_int, one_of, positive_float,
                   positive_int, switch)
-from run import (DEFAULTS, TINY, autocast, build_examples, build_model, check_lengths, checkpoint_state, evaluate,
-                 fault_point, first_samples, inherit, load_checkpoint, load_splits, load_weights, pick_device, recipe,
-                 recipe_argv, recipe_names, run_files, SHIPPED_COT, save_checkpoint, seen_tensor, split_text, start_processes,
-                 start_run_folder, stream_samples, write_metrics)
+from run import (DEFAULTS, SHIPPED_COT, TINY, autocast, build_examples, build_model, check_lengths, checkpoint_state,
+                 evaluate, fault_point, first_samples, inherit, load_checkpoint, load_splits, load_weights, pick_device,
+                 recipe, recipe_argv, recipe_names, run_files, save_checkpoint, seen_tensor, split_text,
+                 start_processes, start_run_folder, stream_samples, write_metrics)
 
 
 def get_args(argv=None):
@@ -325,9 +325,8 @@ def train_epoch(model, optimizer, samples, tok, stages, epoch, args, ddp, world,
     examples = build_examples(samples, stage, args, tok, rng)
     batches = data.example_batches(examples, args.batch_size, args.bucket, rng, tok.special.latent)
     # the schedule restarts with each optimizer (a stage's, or an epoch's); its step count follows from the epoch
-    span = 1 if args.reset_optimizer == "epoch" else stages.count(stage)
-    steps_in_stage = span * len(batches)
-    step = 0 if args.reset_optimizer == "epoch" else (epoch - stages.index(stage)) * len(batches)
+    first, span = (epoch, 1) if args.reset_optimizer == "epoch" else (stages.index(stage), stages.count(stage))
+    steps_in_stage, step = span * len(batches), (epoch - first) * len(batches)
     model.train()
     bar = tqdm(micro_batches(batches, examples, args, world, rank, tok), total=len(batches), disable=rank != 0,
                desc=f"epoch {epoch + 1}/{args.num_epochs} {stage_text(stage, args)}", leave=False)

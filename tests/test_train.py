@@ -241,9 +241,9 @@ def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mi
 # --- the endless stream of generated ProsQA-mini (--stream 1, the laptop recipe's data) -------------------------
 
 PROSQA_EPOCH = tasks.prosqa_epoch
-STREAM = ["--device", "cpu", "--init_from", "scratch", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--train_size", "24", "--val_size",
-          "20", "--num_epochs", "4", "--epochs_per_stage", "2", "1", "--batch_size", "4", "--micro_batch", "4",
-          "--max_new_tokens", "24", "--uniform_prob", "0.5"]
+STREAM = ["--device", "cpu", "--init_from", "scratch", "--n_layer", "1", "--n_embd", "32", "--n_head", "2",
+          "--train_size", "24", "--val_size", "20", "--num_epochs", "4", "--epochs_per_stage", "2", "1", "--batch_size",
+          "4", "--micro_batch", "4", "--max_new_tokens", "24", "--uniform_prob", "0.5"]
 
 
 def stream_run(tmp_path, monkeypatch, out, *extra):
