@@ -37,6 +37,7 @@ CHECKPOINT_KEYS = ("model", "model_config", "vocab", "meta", "args")
 TINY = dict(n_layer=4, n_head=8, n_embd=128, block_size=1024)  # --model tiny: GPT-2's shape, narrow and shallow
 DEFAULTS = dict(  # every run
     dataset="prosqa", method="coconut", model="auto", vocab="auto", pad_latent_to_max=1, reset_optimizer="stage",
+    start_latent="opener",
     icot_tokens_per_stage=8, min_lr=0.0, weight_decay=0.01, bucket=1, bf16=1, compile=0, seed=0,
     n_layer=TINY["n_layer"], n_head=TINY["n_head"], n_embd=TINY["n_embd"],
     frontier_loss=0.0)  # beyond the paper, off
@@ -235,6 +236,42 @@ def build_model(args, tok, device):
             fail(f"--model {args.model}: {gpt.config.vocab_size} rows, not GPT-2's {tok.vocab_size - 3}")
     gpt.add_token_rows(3, init_from=tok.init_row)  # <|start-latent|>, <|end-latent|>, <|latent|>
     return coconut_for(gpt, tok, args.method).to(device)
+
+
+def vocabulary(args, texts, inherited):
+    """The run's vocabulary: a checkpoint's own (its rows mean its pieces), or one built from the data."""
+    if not inherited:
+        return data.Tokenizer.build(args.vocab, texts)
+    tok = data.Tokenizer.from_state(inherited["vocab"])
+    need(tok.kind == args.vocab, "--vocab", args.vocab, f"{inherited['path']} was trained with --vocab {tok.kind}")
+    return tok
+
+
+def model_for(args, tok, device, init, resumed, samples, log):
+    """The run's model: new, then --init_from's weights (a CoT's with <|start-latent|> as the step opener), then
+    (--resume) the run's own."""
+    coconut = build_model(args, tok, device)
+    if init:
+        if init["model_config"]["vocab_size"] != coconut.model.config.vocab_size:
+            fail(f"--init_from {init['path']}: vocabulary of {init['model_config']['vocab_size']} rows, this model "
+                 f"has {coconut.model.config.vocab_size}")
+        load_weights(coconut, init)
+        opener = data.step_opener(samples)
+        thoughts_begin = data.METHODS[args.method].markers and not data.METHODS[init["meta"]["method"]].markers
+        if args.start_latent == "opener" and thoughts_begin and opener is not None and not resumed:
+            # The first thought is the last hidden state at <|start-latent|>, a row the CoT never read. As a copy of
+            # the step opener ("Every", after which the CoT writes the node the last step reached) the first
+            # thought starts on the frontier, and the search survives the second thought (docs/results.md)
+            wte = coconut.model.transformer.wte.weight
+            with torch.no_grad():
+                wte[tok.special.start] = wte[opener]
+            log(f"<|start-latent|> starts as a copy of {tok.decode([opener])!r}, the token opening most steps "
+                "(--start_latent checkpoint keeps the checkpoint's row)")
+    if resumed:
+        load_weights(coconut, resumed)
+    if args.compile:  # compiles the forward in place: parameters, state_dict and the thought loop are unchanged
+        coconut.model.compile(dynamic=True)
+    return coconut
 
 
 def coconut_for(gpt, tok, method):

@@ -26,10 +26,10 @@ import weights
 from coconut import frontier_loss
 from data import (ArgumentParser, fail, flag_type, need, nonnegative_float, nonnegative_int, one_of, positive_float,
                   positive_int, switch)
-from run import (DEFAULTS, SHIPPED_COT, TINY, autocast, build_examples, build_model, check_lengths, checkpoint_state,
-                 evaluate, fault_point, first_samples, inherit, load_checkpoint, load_splits, load_weights, pick_device,
-                 recipe, recipe_argv, recipe_names, run_files, save_checkpoint, seen_tensor, split_text,
-                 start_processes, start_run_folder, stream_samples, write_metrics)
+from run import (DEFAULTS, SHIPPED_COT, TINY, autocast, build_examples, check_lengths, checkpoint_state, evaluate,
+                 fault_point, first_samples, inherit, load_checkpoint, load_splits, model_for, pick_device, recipe,
+                 recipe_argv, recipe_names, run_files, save_checkpoint, seen_tensor, split_text, start_processes,
+                 start_run_folder, stream_samples, vocabulary, write_metrics)
 
 
 def get_args(argv=None):
@@ -68,6 +68,10 @@ def get_args(argv=None):
                                                               "stage's end"))
     p.add_argument("--reset_optimizer", choices=("stage", "epoch"), help=h("reset_optimizer", "a fresh AdamW at "
                    "each stage change (the paper's text) or every epoch (the reference's code)"))
+    p.add_argument("--start_latent", choices=("opener", "checkpoint"), help=h("start_latent", "a run that puts "
+                   "thoughts after a checkpoint that never read them (a CoT): <|start-latent|>'s row, whose last "
+                   "hidden state is the first thought, starts as a copy of the token opening most steps ('Every' "
+                   "on ProsQA, '<<' on GSM8k), or stays the checkpoint's"))
     p.add_argument("--weight_decay", type=nonnegative_float, help=h("weight_decay"))
     p.add_argument("--grad_clip", type=flag_type(float, lambda v: v >= 0, "must be 0 (off) or more"),
                    help=h("grad_clip", "clip the gradient norm (0: off, as the paper's)"))
@@ -226,9 +230,12 @@ def learning_rate(step, steps_in_stage, args):
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def interrupted(epoch, files):
-    """Ctrl-C: one line saying what is on disk and the command that continues. The checkpoint is read back rather
-    than remembered, and metrics.jsonl rewritten from it: a Ctrl-C may land between the two writes."""
+def interrupted(epoch, files, rank):
+    """Ctrl-C: one line saying what is on disk and the command that continues (from rank 0), then exit status 130.
+    The checkpoint is read back rather than remembered, and metrics.jsonl rewritten from it: a Ctrl-C may land
+    between the two writes."""
+    if rank:
+        raise SystemExit(130)
     argv = [a for a in sys.argv[1:] if a != "--resume"]
     command = shlex.join(["python", os.path.basename(sys.argv[0]) or "train.py", *argv])
     last_path, saved_epoch = files.last, None
@@ -242,6 +249,7 @@ def interrupted(epoch, files):
     else:
         print(f"interrupted in epoch {epoch + 1}; {last_path} holds epoch {saved_epoch + 1}: {command} --resume "
               "continues", file=sys.stderr)
+    raise SystemExit(130)
 
 
 def micro_batches(batches, examples, args, world, rank, tok):
@@ -267,30 +275,6 @@ def resumed_checkpoint(args, files):
     if resumed and "metrics" not in resumed:
         fail(f"--resume: {files.last} predates the metrics history checkpoints carry; evaluate it, or start anew")
     return resumed
-
-
-def vocabulary(args, texts, inherited):
-    """The run's vocabulary: a checkpoint's own (its rows mean its pieces), or one built from the data."""
-    if not inherited:
-        return data.Tokenizer.build(args.vocab, texts)
-    tok = data.Tokenizer.from_state(inherited["vocab"])
-    need(tok.kind == args.vocab, "--vocab", args.vocab, f"{inherited['path']} was trained with --vocab {tok.kind}")
-    return tok
-
-
-def model_for(args, tok, device, init, resumed):
-    """The run's model: new, then --init_from's weights, then (--resume) the run's own."""
-    coconut = build_model(args, tok, device)
-    if init:
-        if init["model_config"]["vocab_size"] != coconut.model.config.vocab_size:
-            fail(f"--init_from {init['path']}: vocabulary of {init['model_config']['vocab_size']} rows, this model "
-                 f"has {coconut.model.config.vocab_size}")
-        load_weights(coconut, init)
-    if resumed:
-        load_weights(coconut, resumed)
-    if args.compile:  # compiles the forward in place: parameters, state_dict and the thought loop are unchanged
-        coconut.model.compile(dynamic=True)
-    return coconut
 
 
 def optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args):
@@ -421,9 +405,9 @@ def main(argv=None):
     splits = load_splits(args, log)
     tok = vocabulary(args, splits.texts, resumed or init)
     valid_tok = [data.tokenize_record(tok, r) for r in splits.valid]
-    coconut = model_for(args, tok, device, init, resumed)
     start_epoch = resumed["epoch"] + 1 if resumed else args.start_epoch
     train_tok, seen = first_samples(args, splits, tok, start_epoch, resumed)
+    coconut = model_for(args, tok, device, init, resumed, train_tok, log)
     stages = [stage_for_epoch(e, args) for e in range(args.num_epochs)]
     check_lengths([(splits.sources["train"], train_tok), (splits.sources["valid"], valid_tok)], stages, args, tok,
                   coconut.model.config.block_size)
@@ -433,12 +417,11 @@ def main(argv=None):
         log(describe(args, device, world, coconut, tok, train_tok, seen, valid_tok))
     model = torch.nn.parallel.DistributedDataParallel(coconut) if ddp else coconut
     optimizer, optimizer_stage = resumed_optimizer(resumed, coconut, args)
-    epoch = start_epoch
     try:
         for epoch in range(start_epoch, min(args.num_epochs, args.stop_after_epoch or args.num_epochs)):
             stage = stages[epoch]
-            if args.reset_optimizer == "epoch":  # the reference's run.py: a fresh AdamW every epoch (its configs'
-                optimizer = None                  # reset_optimizer, set in all its Coconut configs)
+            if args.reset_optimizer == "epoch":  # the reference's run.py: a fresh AdamW every epoch
+                optimizer = None
             optimizer = optimizer_for_stage(optimizer, stage, optimizer_stage, coconut, args)  # fresh at a new stage
             optimizer_stage, t0 = stage, time.time()
             if seen is not None and epoch > start_epoch:
@@ -454,9 +437,7 @@ def main(argv=None):
             if rank == 0:
                 save_epoch(coconut, tok, optimizer, history, stages, epoch, seen, files, args, log)
     except KeyboardInterrupt:
-        if rank == 0:
-            interrupted(epoch, files)
-        raise SystemExit(130)
+        interrupted(epoch, files, rank)
     finish(args, files, ddp, log)
     return best_accuracy(history, stages[-1])
 

@@ -227,6 +227,14 @@ def test_stage_mixing_draws_stages_uniformly(tok, prosqa):
     assert all(abs(counts.count(k) / 2000 - 0.25) < 0.04 for k in range(4))
 
 
+def test_the_step_opener_is_every_on_prosqa_and_the_references_row_on_gsm8k(tok):
+    """The token opening most steps, which a fork's <|start-latent|> starts as: on GSM8k it is "<<", the row the
+    reference copies into its three new tokens."""
+    openers = [data.step_opener([tokenize_record(tok, r) for r in real_records(name)]) for name in ("prosqa", "gsm8k")]
+    assert openers == [tok.encode("Every")[0], data.GPT2_INIT_ID]
+    assert data.step_opener([{"steps": []}]) is None
+
+
 def test_collation_aligns_first_thought_and_pads():
     a = {"input_ids": [1, 2, 3, START_LATENT_ID, LATENT_ID, END_LATENT_ID, 9], "labels": [-100] * 6 + [9]}
     b = {"input_ids": [4, START_LATENT_ID, LATENT_ID, LATENT_ID, END_LATENT_ID, 7, 8, 9, 10],

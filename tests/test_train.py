@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, TINY_FLAGS, gpt2_tokenizer
 import data
 import tasks
-from run import seen_keys, seen_tensor
+from run import model_for, seen_keys, seen_tensor
 import eval as ev
 import train
 
@@ -236,6 +236,36 @@ def test_init_from_a_cot_checkpoint_skips_stage_zero_and_keeps_its_vocabulary(mi
     cot = torch.load(tmp_path / "cot" / "last.pt", weights_only=True)
     coco = torch.load(tmp_path / "coco" / "last.pt", weights_only=True)
     assert coco["vocab"] == cot["vocab"]
+
+
+def test_a_fork_of_a_cot_starts_the_first_thought_as_the_step_opener(mini_dir, tmp_path):
+    """Thoughts after a CoT checkpoint (which never read <|start-latent|>): that row, whose last hidden state is the
+    first thought, starts as a copy of the token opening most steps, "Every" on ProsQA; every other weight is the
+    checkpoint's. --start_latent checkpoint, or a fork without thoughts, keeps the row as it was."""
+    run(mini_dir, tmp_path / "cot", "--method", "cot", "--num_epochs", "1", "--epochs_per_stage", "2")
+    said = []
+
+    def fork(*flags):
+        args = train.get_args(TINY_FLAGS + ["--data_dir", mini_dir, "--init_from", str(tmp_path / "cot"), *flags])
+        init = train.resolve(args, "cpu")[1]
+        tok = data.Tokenizer.from_state(init["vocab"])
+        samples = [data.tokenize_record(tok, r) for r in data.load_records(os.path.join(mini_dir, "prosqa_train.json"))]
+        weights = model_for(args, tok, "cpu", init, None, samples, said.append).model.state_dict()
+        return weights, init["model"], tok
+
+    coconut, cot, tok = fork()
+    start, every = tok.special.start, tok.encode("Every")[0]
+    assert torch.equal(coconut["transformer.wte.weight"][start], cot["transformer.wte.weight"][every])
+    assert not torch.equal(cot["transformer.wte.weight"][start], cot["transformer.wte.weight"][every])
+    rows = [i for i in range(tok.vocab_size) if i != start]
+    assert torch.equal(coconut["transformer.wte.weight"][rows], cot["transformer.wte.weight"][rows])
+    assert all(torch.equal(coconut[k], cot[k]) for k in cot if k not in ("transformer.wte.weight", "lm_head.weight"))
+    assert said == ["<|start-latent|> starts as a copy of 'Every', the token opening most steps (--start_latent "
+                    "checkpoint keeps the checkpoint's row)"]
+    for flags in (["--start_latent", "checkpoint"], ["--method", "cot"], ["--method", "no-thought"]):
+        kept, cot, _ = fork(*flags)
+        assert all(torch.equal(kept[k], cot[k]) for k in cot)
+    assert len(said) == 1
 
 
 # --- the endless stream of generated ProsQA-mini (--stream 1, the laptop recipe's data) -------------------------
