@@ -256,22 +256,29 @@ def model_for(args, tok, device, init, resumed, samples, log):
             fail(f"--init_from {init['path']}: vocabulary of {init['model_config']['vocab_size']} rows, this model "
                  f"has {coconut.model.config.vocab_size}")
         load_weights(coconut, init)
-        opener = data.step_opener(samples)
         thoughts_begin = data.METHODS[args.method].markers and not data.METHODS[init["meta"]["method"]].markers
-        if args.start_latent == "opener" and thoughts_begin and opener is not None and not resumed:
-            # The first thought is the last hidden state at <|start-latent|>, a row the CoT never read. As a copy of
-            # the step opener ("Every", after which the CoT writes the node the last step reached) the first
-            # thought starts on the frontier, and the search survives the second thought (docs/results.md)
-            wte = coconut.model.transformer.wte.weight
-            with torch.no_grad():
-                wte[tok.special.start] = wte[opener]
-            log(f"<|start-latent|> starts as a copy of {tok.decode([opener])!r}, the token opening most steps "
-                "(--start_latent checkpoint keeps the checkpoint's row)")
+        if args.start_latent == "opener" and thoughts_begin and not resumed:
+            start_as_step_opener(coconut, tok, samples, log)
     if resumed:
         load_weights(coconut, resumed)
     if args.compile:  # compiles the forward in place: parameters, state_dict and the thought loop are unchanged
         coconut.model.compile(dynamic=True)
     return coconut
+
+
+def start_as_step_opener(coconut, tok, samples, log):
+    """--start_latent opener: <|start-latent|>'s row becomes a copy of the token opening most steps. The first
+    thought is the last hidden state at that token, a row the CoT never read; as a copy of the step opener
+    ("Every", after which the CoT writes the node the last step reached) the first thought starts on the
+    frontier, and the search survives the second thought (docs/results.md)."""
+    opener = data.step_opener(samples)
+    if opener is None:
+        return
+    wte = coconut.model.transformer.wte.weight
+    with torch.no_grad():
+        wte[tok.special.start] = wte[opener]
+    log(f"<|start-latent|> starts as a copy of {tok.decode([opener])!r}, the token opening most steps "
+        "(--start_latent checkpoint keeps the checkpoint's row)")
 
 
 def coconut_for(gpt, tok, method):
