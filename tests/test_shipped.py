@@ -20,7 +20,7 @@ MODELS = os.path.join(ROOT, "models")
 # name: (correct of 500, correct of those without the one-hop shortcut, questions without it); docs/results.md
 SHIPPED = {
     "prosqa-mini-cot": (461, 361, 388),
-    "prosqa-mini-coconut": (313, 201, 388),  # the paper's recipe, forked from prosqa-mini-cot: at chance without it
+    "prosqa-mini-coconut": (491, 381, 388),  # the paper's recipe, one thought a step (--c 1): it searches
     "prosqa-mini-no-cot": (306, 194, 388),  # forked from prosqa-mini-cot: at chance without it, as expected
     "prosqa-mini-coconut-analysis": (304, 192, 388),  # the paper's §5 model (--uniform_prob 0.3), forked likewise
     "prosqa-mini-coconut-frontier": (481, 369, 388),  # beyond the paper: trained with --frontier_loss 1
