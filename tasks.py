@@ -424,22 +424,27 @@ def ensure_dataset(name, data_dir="data", notice=print):
             write_json_atomic(records, paths[s])
     else:
         for s, p in paths.items():
-            txt = os.path.join(data_dir, f"gsm8k_{s}.txt")
-            try:
-                if not os.path.exists(txt):
-                    download(GSM8K_URL.format(split=s), txt)
-                    with open(txt, encoding="utf-8") as f:
-                        pointer = f.read(len(LFS_POINTER)) == LFS_POINTER
-                    if pointer:
-                        download(GSM8K_LFS_URL.format(split=s), txt)
-            except ConnectionError as e:
-                raise DataError(f"GSM8k: {txt} is missing and could not be downloaded ({e}); there is no "
-                                "generator for GSM8k") from None
-            lines = read_text(txt).splitlines(keepends=True)
-            if lines and lines[0].startswith(LFS_POINTER):
-                raise DataError(f"{txt}: a Git LFS pointer, not the data; fetch the file itself")
-            write_json_atomic(gsm8k_from_icot(lines, txt), p)
+            write_json_atomic(gsm8k_records(data_dir, s), p)
     return paths
+
+
+def gsm8k_records(data_dir, split):
+    """The records of iCoT's GSM8k split `split` (data_dir/gsm8k_<split>.txt, downloaded once)."""
+    txt = os.path.join(data_dir, f"gsm8k_{split}.txt")
+    try:
+        if not os.path.exists(txt):
+            download(GSM8K_URL.format(split=split), txt)
+            with open(txt, encoding="utf-8") as f:
+                pointer = f.read(len(LFS_POINTER)) == LFS_POINTER
+            if pointer:
+                download(GSM8K_LFS_URL.format(split=split), txt)
+    except ConnectionError as e:
+        raise DataError(f"GSM8k: {txt} is missing and could not be downloaded ({e}); there is no "
+                        "generator for GSM8k") from None
+    lines = read_text(txt).splitlines(keepends=True)
+    if lines and lines[0].startswith(LFS_POINTER):
+        raise DataError(f"{txt}: a Git LFS pointer, not the data; fetch the file itself")
+    return gsm8k_from_icot(lines, txt)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -466,6 +471,25 @@ def show(args):
     print(f"question: {record['question']}\nsteps: {' '.join(record['steps'])}\nanswer: {record['answer']}\n")
     print(show_stages(record, Curriculum("coconut", args.c, args.max_latent_stage), tok,
                       range(args.max_latent_stage + 2)))
+
+
+def generate(args):
+    """--generate: the splits from our generator, written into --out."""
+    if args.dataset == "prosqa":
+        check_generator_flags(args.nodes, args.path)
+        sizes = {s: getattr(args, s) if getattr(args, s) is not None else PROSQA_SIZES[s] for s in SPLITS}
+        splits = generate_prosqa(sizes, args.seed, tuple(args.nodes), tuple(args.path))
+        paths = {s: os.path.join(args.out, f"prosqa_{s}.json") for s in SPLITS}
+        for s, records in splits.items():
+            write_json_atomic(records, paths[s])
+        print(statistics_table([(paths[s], graph_statistics(records)) for s, records in splits.items()]))
+    elif args.dataset == "prontoqa":
+        raw = generate_prontoqa_raw(sum(PRONTOQA_SIZES.values()), args.seed)
+        for s, records in split_prontoqa(prontoqa_from_generator(raw)).items():
+            write_json_atomic(records, os.path.join(args.out, f"prontoqa_{s}.json"))
+        print(f"wrote prontoqa splits to {args.out}")
+    else:
+        raise DataError("--generate: gsm8k has no generator; run without --generate to download it")
 
 
 def main(argv=None):
@@ -499,21 +523,8 @@ def main(argv=None):
             raise DataError("--stats: only for prosqa, and not with --generate (which prints them itself)")
         print(statistics_table([(path, graph_statistics(load_records(path, graph=True), path))
                                 for path in args.stats]))
-    elif args.dataset == "prosqa" and args.generate:
-        check_generator_flags(args.nodes, args.path)
-        sizes = {s: getattr(args, s) if getattr(args, s) is not None else PROSQA_SIZES[s] for s in SPLITS}
-        splits = generate_prosqa(sizes, args.seed, tuple(args.nodes), tuple(args.path))
-        paths = {s: os.path.join(args.out, f"prosqa_{s}.json") for s in SPLITS}
-        for s, records in splits.items():
-            write_json_atomic(records, paths[s])
-        print(statistics_table([(paths[s], graph_statistics(records)) for s, records in splits.items()]))
-    elif args.generate and args.dataset == "prontoqa":
-        raw = generate_prontoqa_raw(sum(PRONTOQA_SIZES.values()), args.seed)
-        for s, records in split_prontoqa(prontoqa_from_generator(raw)).items():
-            write_json_atomic(records, os.path.join(args.out, f"prontoqa_{s}.json"))
-        print(f"wrote prontoqa splits to {args.out}")
     elif args.generate:
-        raise DataError("--generate: gsm8k has no generator; run without --generate to download it")
+        generate(args)
     else:
         paths = ensure_dataset(args.dataset, args.out)
         print("\n".join(paths.values()))
