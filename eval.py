@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 import torch
 
@@ -118,12 +119,17 @@ def frontier_values(coconut, tok, record, sample, k, device, c=1):
 
 
 @torch.no_grad()
-def thought_distributions(coconut, tok, sample, n_thoughts, device):
-    """Each continuous thought decoded through the output head (Figures 3 and 7): (n_thoughts, vocabulary)."""
+def thought_vectors(coconut, tok, sample, n_thoughts, device):
+    """One question's continuous thoughts, the last hidden states fed back: (n_thoughts, n_embd)."""
     ids = data.thought_prefix(sample, n_thoughts, True, tok.special)
     out = coconut.run_thoughts(torch.tensor([ids], device=device))
     first = len(sample["question"]) + 1
-    return coconut.model.lm_head(out.inputs_embeds[0, first:first + n_thoughts]).float().softmax(-1)
+    return out.inputs_embeds[0, first:first + n_thoughts]
+
+
+def thought_distributions(coconut, tok, sample, n_thoughts, device):
+    """Each continuous thought decoded through the output head (Figures 3 and 7): (n_thoughts, vocabulary)."""
+    return coconut.model.lm_head(thought_vectors(coconut, tok, sample, n_thoughts, device)).float().softmax(-1)
 
 
 def probe_thoughts(coconut, tok, sample, n_thoughts, device, top=3):
@@ -149,6 +155,45 @@ def thought_mass(coconut, tok, records, samples, n_thoughts, device):
             if 1 <= d <= n_thoughts:
                 mass[:, d - 1, int(node not in on_path)] += torch.tensor([v[node] for v in values])
     return (mass / max(len(records), 1)).tolist()
+
+
+@contextmanager
+def thought_replaced(coconut, k, replace):
+    """Inside the block, thought k (0-based) of every question is replace(thought), (B, C) -> (B, C). The thought
+    loop's pass k + 1 starts at thought k (pass 0 runs up to the first), so that pass's first input is swapped;
+    decoding after the thoughts feeds token ids, not embeddings, and is left alone."""
+    passes = [0]
+
+    def hook(module, args, kwargs):
+        x = kwargs.get("inputs_embeds")
+        if x is None:
+            return None
+        passes[0] = 0 if kwargs.get("past_kv") is None else passes[0] + 1
+        if passes[0] != k + 1:
+            return None
+        return args, {**kwargs, "inputs_embeds": torch.cat([replace(x[:, 0])[:, None], x[:, 1:]], 1)}
+    handle = coconut.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def replace_report(coconut, tok, meta, records, samples, args, device, max_new):
+    """--replace: accuracy with each thought in turn replaced by the embedding of its own most probable token
+    ("token": is the thought one word?) or by its mean over the questions ("mean": does it carry anything about
+    this question?). A thought the answer needs drops the accuracy to chance when its mean stands in."""
+    n, gpt, report = meta["max_latent_stage"] * meta["c"], coconut.model, {}
+    mean = torch.stack([thought_vectors(coconut, tok, s, n, device) for s in samples]).mean(0)  # (n, C)
+    by = {"token": lambda k: lambda t: gpt.embed(gpt.lm_head(t).argmax(-1)).to(t.dtype),
+          "mean": lambda k: lambda t: mean[k].to(t.dtype).expand_as(t)}
+    for mode in args.replace:
+        for k in range(n):
+            with thought_replaced(coconut, k, by[mode](k)):
+                _, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, n)
+            report[f"{mode} {k + 1}"] = summary
+            print(f"  thought {k + 1} replaced by its {mode}: accuracy {split_text(summary)}")
+    return report
 
 
 def leads_to_answer(record):
@@ -208,6 +253,8 @@ def get_args(argv=None):
                    help="§5.2: frontier values after k steps (k·c thoughts)")
     p.add_argument("--probe", type=nonnegative_int, default=0, help="decode the thoughts of the first N questions "
                    "(Fig. 3); with --plot on ProsQA, also draw each one's graph as its thoughts see it (Fig. 7)")
+    p.add_argument("--replace", nargs="+", choices=("token", "mean"), default=None, help="each thought in turn "
+                   "replaced by its own top token's embedding or its mean over the questions: is it a spare?")
     p.add_argument("--limit", type=positive_int, default=None, help="first N records only")
     p.add_argument("--batch_size", type=positive_int, default=64)
     p.add_argument("--device", default=None)
@@ -315,6 +362,8 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
         outcome_rows.append((meta["method"], summary["accuracy"], report["outcomes"]))
     if args.probe:
         report.update(probe_report(coconut, tok, meta, records, samples, args, device))
+    if args.replace and data.METHODS[meta["method"]].slots == "thoughts":
+        report["replaced"] = replace_report(coconut, tok, meta, records, samples, args, device, max_new)
     if args.latents is not None and graph:
         report["latent_sweep"] = latent_sweep(coconut, tok, meta, records, samples, device, max_new, args, bf16)
         outcome_rows += [(f"{meta['method']} k={k}", v["accuracy"], v) for k, v in report["latent_sweep"].items()]

@@ -57,7 +57,8 @@ LAPTOP = dict(nodes=(6, 9), path=(2, 3), train_size=16000, val_size=200, stream=
               lr_schedule="cosine", warmup_steps=200, grad_clip=1.0, init_std=0.1, max_new_tokens=48)
 # The laptop forks the shipped CoT (models/prosqa-mini-cot, stage 0 learned) unless --init_from scratch, with a
 # tenth of the samples at a random stage (the reference's uniform_prob, as reasoning-by-superposition trains one
-# thought a step): without it one thought a step lost the search at stage 2 on every seed (docs/results.md).
+# thought a step): with the CoT's own <|start-latent|> row and no mixing, one thought a step lost the search at
+# stage 2 on every seed; the step opener (--start_latent) is what keeps it (docs/results.md).
 LAPTOP_FORK = dict(uniform_prob=0.1)
 SHIPPED_COT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "prosqa-mini-cot")
 LAPTOP_HELD_OUT = {"valid": 500, "test": 500}  # generated once; --val_size uses the first N validation records

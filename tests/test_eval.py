@@ -139,6 +139,31 @@ def test_a_probe_is_the_output_heads_softmax_of_the_fed_back_state(trained):
     assert probes[0][0][1] == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_a_thought_replaced_by_its_top_tokens_embedding_is_that_token_written_in_its_place(trained):
+    model, tok, sample = trained.model, trained.tok, trained.samples[0]
+    prompt = data.thought_prefix(sample, 2, True, tok.special)
+    k, slot = 1, len(sample["question"]) + 2  # the second thought's column
+    top = int(model.model.lm_head(ev.thought_vectors(model, tok, sample, 2, "cpu")[k]).argmax())
+    with torch.no_grad():
+        with ev.thought_replaced(model, k, lambda t: model.model.embed(model.model.lm_head(t).argmax(-1))):
+            replaced = model.run_thoughts(torch.tensor([prompt]))
+        written = model.run_thoughts(torch.tensor([prompt[:slot] + [top] + prompt[slot + 1:]]))
+        plain = model.run_thoughts(torch.tensor([prompt]))
+    assert replaced.n_passes == 3 and written.n_passes == 2  # the hook swaps an input, not the loop
+    torch.testing.assert_close(replaced.hidden, written.hidden)
+    torch.testing.assert_close(replaced.hidden[:, :slot], plain.hidden[:, :slot])  # what comes before is untouched
+
+
+def test_each_thought_replaced_by_its_mean_over_one_question_changes_nothing(trained, tmp_path):
+    ev.main(["--ckpt", str(trained.out), "--split", "test", "--limit", "1", "--replace", "token", "mean",
+             "--out", str(tmp_path)])
+    report, meta = json.load(open(tmp_path / "eval_run_test.json")), trained.ckpt["meta"]
+    n = meta["max_latent_stage"] * meta["c"]
+    assert sorted(report["replaced"]) == [f"{mode} {k}" for mode in ("mean", "token") for k in range(1, n + 1)]
+    for k in range(1, n + 1):  # the mean of one question's thought is that thought
+        assert report["replaced"][f"mean {k}"]["accuracy"] == report["summary"]["accuracy"]
+
+
 def test_figure_7_shades_each_node_by_the_probability_a_thought_puts_on_its_name(trained, tmp_path):
     model, tok, record, sample = trained.model, trained.tok, trained.records[0], trained.samples[0]
     values = ev.node_values(model, tok, record, sample, 2, "cpu")
