@@ -127,6 +127,7 @@ def thought_vectors(coconut, tok, sample, n_thoughts, device):
     return out.inputs_embeds[0, first:first + n_thoughts]
 
 
+@torch.no_grad()
 def thought_distributions(coconut, tok, sample, n_thoughts, device):
     """Each continuous thought decoded through the output head (Figures 3 and 7): (n_thoughts, vocabulary)."""
     return coconut.model.lm_head(thought_vectors(coconut, tok, sample, n_thoughts, device)).float().softmax(-1)
