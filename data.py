@@ -473,6 +473,24 @@ def has_shortcut(record):
     return any(p != record["root"] and p in people and c == record["neg_target"] for p, c in record["edges"])
 
 
+def prontoqa_by_mentions(record):
+    """The cheapest rule found that answers ProntoQA without reasoning: of the two rules in the context that name
+    the queried property (one gives it, one denies it), believe the one whose subject concept is mentioned more
+    often. The distractor's subject appears once, in that rule alone; a concept on the entity's chain appears at
+    least twice (the rule that leads to it, the rule that leads on). Returns "True" or "False"."""
+    context, query = record["question"].rsplit("True or false:", 1)
+    negated, prop = " not " in query, query.split()[-1].rstrip(".")
+
+    def concept(word):  # "Numpuses" and "numpus" are one concept
+        word = word.strip(".").lower()
+        return word[:-2] if word.endswith("uses") else word
+    words = [concept(w) for w in context.split()]
+    rules = [s.split() for s in context.split(".") if s.split() and s.split()[-1] == prop]
+    subject = lambda rule: concept(rule[1] if rule[0] in ("Each", "Every") else rule[0])
+    trusted = max(rules, key=lambda rule: words.count(subject(rule)))
+    return str(("not" in trusted) == negated)
+
+
 def read_text(path):
     try:
         with open(path, encoding="utf-8") as f:

@@ -395,6 +395,20 @@ def test_prontoqa_generator_matches_the_official_sample():
         assert (e["query"][len("True or false: "):] == final) == (e["answer"] == "True")
 
 
+def test_counting_mentions_answers_every_prontoqa_question_official_and_ours():
+    """ProntoQA's one cheap rule: of the two rules naming the queried property, the one whose subject is mentioned
+    more often is on the entity's chain. It answers every question, so ProntoQA accuracy cannot tell reasoning
+    from counting (docs/data.md)."""
+    ours = tasks.prontoqa_from_generator(tasks.generate_prontoqa_raw(300, seed=1))
+    for name, records in (("official", real_records("prontoqa")), ("ours", ours)):
+        assert len(records) >= 300 and all(data.prontoqa_by_mentions(r) == r["answer"] for r in records), name
+    flipped = {"question": "Wumpuses are hot. Each yumpus is not hot. Rex is a wumpus. Wumpuses are jompuses. "
+               "True or false: Rex is hot.", "steps": [], "answer": "True"}
+    assert data.prontoqa_by_mentions(flipped) == "True"  # "wumpus" is mentioned three times, "yumpus" once
+    flipped["question"] = flipped["question"].replace("Rex is hot", "Rex is not hot")
+    assert data.prontoqa_by_mentions(flipped) == "False"
+
+
 # --- bad input ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("records,message", [
