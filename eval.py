@@ -37,15 +37,29 @@ def classify(record, text, n_latents=0):
     starts it.
     """
     # --- exercise 7: the outcome classes ---
+    sym = record["idx_to_symbol"]
+    index = {s: i for i, s in enumerate(sym)}
+    children = data.children_of(record)
     root, target = record["root"], record["target"]
     written = text.split("#")[0].strip()
     if not written:
         return "Correct Label" if is_correct(text, record["answer"]) else "Incorrect Label"
-    chain = written_chain(record, written)
+    chain = []  # node indices: [start, next, ...]
+    for i, st in enumerate(s.strip() for s in written.replace("\n", " ").split(".") if s.strip()):
+        w = st.split()
+        if len(w) == 4 and w[1:3] == ["is", "a"] and w[0] == sym[root] and i == 0:
+            src, dst = root, w[3]
+        elif len(w) == 5 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[1] in index:
+            src, dst = index[w[1]], w[4]
+        else:
+            return "Hallucination"
+        if (chain and chain[-1] != src) or dst not in index or index[dst] not in children[src]:
+            return "Hallucination"  # the chain breaks, or an edge that does not exist
+        chain = (chain or [src]) + [index[dst]]
     if not chain:
-        return "Hallucination"
+        return "Hallucination"  # written text, but not one step in it
     start, end = chain[0], chain[-1]
-    reach = data.bfs(data.children_of(record), root)[0]
+    reach = data.bfs(children, root)[0]
     if start != root and (start not in reach or n_latents == 0):
         return "Hallucination"
     if end != target:
@@ -54,29 +68,6 @@ def classify(record, text, n_latents=0):
     length = reach[start] + len(chain) - 1  # thoughts cover root -> start
     return "Correct Path" if length == shortest else "Longer Path"
     # --- end of exercise 7 ---
-
-
-def written_chain(record, written):
-    """The node indices [start, next, ...] a written path walks, each step an edge of the graph continuing the
-    one before; None for text that is not such a path (a Hallucination: an invented edge, a broken chain)."""
-    sym = record["idx_to_symbol"]
-    index = {s: i for i, s in enumerate(sym)}
-    children = data.children_of(record)
-    chain = []
-    for i, st in enumerate(s.strip() for s in written.replace("\n", " ").split(".") if s.strip()):
-        w = st.split()
-        if len(w) == 4 and w[1:3] == ["is", "a"] and w[0] == sym[record["root"]] and i == 0:
-            src, dst = record["root"], w[3]
-        elif len(w) == 5 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[1] in index:
-            src, dst = index[w[1]], w[4]
-            if chain and chain[-1] != src:
-                return None  # the chain breaks
-        else:
-            return None
-        if dst not in index or index[dst] not in children[src]:
-            return None  # an edge that does not exist
-        chain = (chain or [src]) + [index[dst]]
-    return chain or None  # written text, but not one step in it
 
 
 # ----------------------------------------------------------------------------------------------------------
