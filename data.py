@@ -484,10 +484,11 @@ def prontoqa_by_mentions(record):
     def concept(word):  # "Numpuses" and "numpus" are one concept
         word = word.strip(".").lower()
         return word[:-2] if word.endswith("uses") else word
+    def mentions(rule):  # of the rule's subject: "Each numpus ...", "Numpuses ..."
+        return words.count(concept(rule[1] if rule[0] in ("Each", "Every") else rule[0]))
     words = [concept(w) for w in context.split()]
     rules = [s.split() for s in context.split(".") if s.split() and s.split()[-1] == prop]
-    subject = lambda rule: concept(rule[1] if rule[0] in ("Each", "Every") else rule[0])
-    trusted = max(rules, key=lambda rule: words.count(subject(rule)))
+    trusted = max(rules, key=mentions)
     return str(("not" in trusted) == negated)
 
 

@@ -176,13 +176,17 @@ def replace_report(coconut, tok, meta, records, samples, args, device, max_new):
     ("token": is the thought one word?) or by its mean over the questions ("mean": does it carry anything about
     this question?). A thought the answer needs drops the accuracy to chance when its mean stands in."""
     n, gpt, report = meta["max_latent_stage"] * meta["c"], coconut.model, {}
-    mean = torch.stack([thought_vectors(coconut, tok, s, n, device) for s in samples]).mean(0)  # (n, C)
-    by = {"token": lambda k: lambda t: gpt.embed(gpt.lm_head(t).argmax(-1)).to(t.dtype),
-          "mean": lambda k: lambda t: mean[k].to(t.dtype).expand_as(t)}
+    if "mean" in args.replace:
+        mean = torch.stack([thought_vectors(coconut, tok, s, n, device) for s in samples]).mean(0)  # (n, C)
     for mode in args.replace:
         for k in range(n):
-            with thought_replaced(coconut, k, by[mode](k)):
-                _, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, n)
+            if mode == "token":
+                replace = lambda t: gpt.embed(gpt.lm_head(t).argmax(-1)).to(t.dtype)  # noqa: E731
+            else:
+                replace = lambda t, m=mean[k]: m.to(t.dtype).expand_as(t)  # noqa: E731
+            with thought_replaced(coconut, k, replace):
+                _, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size,
+                                      latents=n)
             report[f"{mode} {k + 1}"] = summary
             print(f"  thought {k + 1} replaced by its {mode}: accuracy {split_text(summary)}")
     return report
