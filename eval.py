@@ -243,7 +243,7 @@ def get_args(argv=None):
     p.add_argument("--ckpt", action="append", default=[], help="a run folder or .pt; repeat to compare")
     p.add_argument("--split", default="valid", choices=tasks.SPLITS)
     p.add_argument("--data", default=None, help="a JSON file instead of the run's split (its report: "
-                   "eval_<file name>.json)")
+                   "eval_<file name>.json); for ProntoQA, also a file its generator wrote (5hop_0shot_random.json)")
     p.add_argument("--latents", type=int, nargs="*", default=None, help="§5.1 sweep: force k thoughts")
     p.add_argument("--frontier", type=int, nargs="*", default=None,
                    help="§5.2: frontier values after k steps (k·c thoughts)")
@@ -285,7 +285,10 @@ def eval_inputs(args, ckpt):
         tasks.ensure_held_out(run_args["data_dir"], run_args["seed"], run_args["nodes"], run_args["path"],
                               LAPTOP_HELD_OUT)  # wherever it is evaluated
     data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
-    records = data.load_records(data_path, graph=meta["dataset"] == "prosqa")[: args.limit]
+    if meta["dataset"] == "prontoqa" and data.read_text(data_path).lstrip().startswith("{"):
+        records = tasks.prontoqa_file(data_path)[: args.limit]  # ProntoQA's generator wrote it
+    else:
+        records = data.load_records(data_path, graph=meta["dataset"] == "prosqa")[: args.limit]
     tok = data.Tokenizer.from_state(ckpt["vocab"])
     forced = max(args.latents or [0])  # --latents k: question, <|start-latent|>, k thoughts, <|end-latent|>
     block = ckpt["model_config"]["block_size"]

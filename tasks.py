@@ -22,7 +22,7 @@ import random
 
 from data import (ArgumentParser, Curriculum, DataError, Tokenizer, adjacency, bfs, children_of, download,
                   has_shortcut, load_records, nonnegative_int, positive_int, read_text, record_texts, run_command,
-                  show_stages, write_json_atomic)
+                  show_stages, validate_records, write_json_atomic)
 
 DATASETS = ("prosqa", "prontoqa", "gsm8k")
 SPLITS = ("train", "valid", "test")
@@ -57,6 +57,17 @@ def prontoqa_from_generator(raw, source="5hop_0shot_random.json"):
         records.append({"question": ex["question"] + " " + ex["query"],
                         "steps": [" ".join(cot[i:i + 2]) for i in range(0, len(cot), 2)],
                         "answer": ex["answer"]})
+    return records
+
+
+def prontoqa_file(path):
+    """The records of a file written by ProntoQA's generator (e.g. 5hop_0shot_random.json), checked."""
+    try:
+        raw = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    records = prontoqa_from_generator(raw, path)
+    validate_records(records, path)
     return records
 
 
@@ -333,7 +344,10 @@ PRONTOQA_CONCEPTS = ["brimpus", "dumpus", "gorpus", "grimpus", "impus", "jompus"
 PRONTOQA_PROPERTIES = ["sweet", "sour", "feisty", "angry", "slow", "fast", "temperate", "large", "small",
                        "discordant", "opaque", "fruity", "overcast", "wooden", "dull", "bright", "windy", "liquid",
                        "hot", "cold", "melodic", "earthy", "happy", "mean", "moderate", "orange", "spicy",
-                       "shy", "kind", "red", "blue", "floral", "metallic", "nervous", "transparent", "aggressive"]
+                       "shy", "kind", "red", "blue", "floral", "metallic", "nervous", "transparent", "aggressive",
+                       "amenable", "bitter", "brown", "loud", "luminous", "muffled", "rainy", "snowy", "sunny"]
+PRONTOQA_NAMES = ["Alex", "Fae", "Max", "Polly", "Rex", "Sally", "Sam", "Stella", "Wren"]
+# the official sample's every concept, property and name: a model trained on ours reads the official questions
 
 
 def prontoqa_sample(rng, hops=5, n_branches=6):
@@ -342,7 +356,7 @@ def prontoqa_sample(rng, hops=5, n_branches=6):
     chain, branches = concepts[:hops], concepts[hops:hops + n_branches]
     decoy, decoy_parent, opposite = concepts[hops + n_branches:]
     props = rng.sample(PRONTOQA_PROPERTIES, hops + n_branches + 1)
-    entity = rng.choice(PERSON_NAMES)
+    entity = rng.choice(PRONTOQA_NAMES)
 
     def an(x):  # the official generator writes "an impus"
         return ("an " if x[0] in "aeiou" else "a ") + x
@@ -413,15 +427,12 @@ def ensure_dataset(name, data_dir="data", notice=print):
     elif name == "prontoqa":
         raw_path = os.path.join(data_dir, "5hop_0shot_random.json")
         if os.path.exists(raw_path):
-            try:
-                raw = json.loads(read_text(raw_path))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{raw_path}: not valid JSON ({e})") from None
+            records = prontoqa_file(raw_path)
         else:
             notice(f"ProntoQA: {raw_path} not found, so the splits come from data.py's built-in 5-hop generator")
-            raw = generate_prontoqa_raw(sum(PRONTOQA_SIZES.values()))
-        for s, records in split_prontoqa(prontoqa_from_generator(raw, raw_path)).items():
-            write_json_atomic(records, paths[s])
+            records = prontoqa_from_generator(generate_prontoqa_raw(sum(PRONTOQA_SIZES.values())))
+        for s, split in split_prontoqa(records).items():
+            write_json_atomic(split, paths[s])
     else:
         for s, p in paths.items():
             write_json_atomic(gsm8k_records(data_dir, s), p)

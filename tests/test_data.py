@@ -10,7 +10,7 @@ from conftest import gpt2_tokenizer, shared_file
 import data
 import tasks
 from data import (Curriculum, Tokenizer, build_example, build_prompt, collate, tokenize_record, load_records, DataError,
-                  LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID)
+                  LATENT_ID, START_LATENT_ID, END_LATENT_ID, EOS_ID, split_words)
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +37,11 @@ def words(generated):
 
 def real_records(*names):
     """Records of the real data files in ../shared, of the named datasets (default: all three)."""
-    def prontoqa():
-        with open(shared_file("prontoqa_5hop_0shot_random_sample.json")) as f:
-            return tasks.prontoqa_from_generator(json.load(f))
-
     def gsm8k():
         with open(shared_file("gsm8k_icot_valid.txt")) as f:
             return tasks.gsm8k_from_icot(f.readlines(), "gsm8k_icot_valid.txt")
-    loaders = {"prosqa": lambda: load_records(shared_file("prosqa_valid.json")), "prontoqa": prontoqa,
+    loaders = {"prosqa": lambda: load_records(shared_file("prosqa_valid.json")),
+               "prontoqa": lambda: tasks.prontoqa_file(shared_file("prontoqa_5hop_0shot_random_sample.json")),
                "gsm8k": gsm8k}
     return [r for name in names or loaders for r in loaders[name]()]
 
@@ -389,6 +386,10 @@ def test_prontoqa_generator_matches_the_official_sample():
     for name, ex in (("official", official), ("ours", ours)):  # "an impus", never "a impus"
         text = " ".join(e["question"] + " " + " ".join(e["chain_of_thought"]) for e in ex)
         assert "is an impus" in text and "is a impus" not in text, name
+    words = {w for e in ours for t in (e["question"], e["query"], *e["chain_of_thought"]) for w in split_words(t)}
+    official_words = {w for e in official for t in (e["question"], e["query"], *e["chain_of_thought"])
+                      for w in split_words(t)}
+    assert official_words <= words  # a model trained on ours has a row for every word of the official questions
     for e in ours:  # each rule in the chain of thought is stated in the question
         assert all(s in e["question"] for s in e["chain_of_thought"][1::2])
         final = e["chain_of_thought"][-1]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import TINY_FLAGS, gpt2_tokenizer
+from conftest import TINY_FLAGS, gpt2_tokenizer, shared_file
 import data
 import run
 import tasks
@@ -274,3 +274,21 @@ def test_eval_splits_a_fixed_file_as_labelled_by_hand(tmp_path):
     assert (summary["n"], summary["n_shortcut"], summary["n_no_shortcut"]) == (6, 2, 4)
     assert summary["accuracy_shortcut"] == sum(with_sc) / 2 and summary["accuracy_no_shortcut"] == sum(without) / 4
     assert summary["accuracy"] == (sum(with_sc) + sum(without)) / 6
+
+
+def test_a_prontoqa_model_is_evaluated_on_the_file_prontoqas_generator_wrote(tmp_path):
+    """--data takes the official generator's own file (the 1,000 official questions): a model trained on our
+    generator's questions is tested on the official ones."""
+    folder, official = tmp_path / "d", shared_file("prontoqa_5hop_0shot_random_sample.json")
+    records = tasks.prontoqa_from_generator(tasks.generate_prontoqa_raw(12, seed=3))
+    for s, part in {"train": records[:8], "valid": records[8:10], "test": records[10:]}.items():
+        data.write_json_atomic(part, str(folder / f"prontoqa_{s}.json"))
+    train.main(TINY_FLAGS + ["--dataset", "prontoqa", "--vocab", "gpt2", "--method", "cot", "--num_epochs", "1",
+                             "--data_dir", str(folder), "--out_dir", str(tmp_path / "r")])
+    ev.main(["--ckpt", str(tmp_path / "r"), "--data", official, "--limit", "5", "--out", str(tmp_path)])
+    report = json.load(open(tmp_path / "eval_r_prontoqa_5hop_0shot_random_sample.json"))
+    with open(official) as f:
+        answers = [r["answer"] for r in tasks.prontoqa_from_generator(json.load(f))[:5]]
+    assert [row["correct"] for row in report["rows"]] == [run.is_correct(row["output"], a)
+                                                           for row, a in zip(report["rows"], answers)]
+    assert report["summary"]["n"] == 5
