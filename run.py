@@ -268,12 +268,13 @@ def model_for(args, tok, device, init, resumed, samples, log):
 
 
 def start_as_step_opener(coconut, tok, samples, log):
-    """--start_latent opener: <|start-latent|>'s row becomes a copy of the token opening most steps. The first
-    thought is the last hidden state at that token, a row the CoT never read; as a copy of the step opener
-    ("Every", after which the CoT writes the node the last step reached) the first thought starts on the
-    frontier, and the search survives the second thought (docs/results.md)."""
+    """--start_latent opener: <|start-latent|>'s row becomes a copy of the token opening the steps of most
+    questions (data.step_opener). The first thought is the last hidden state at that token, a row the CoT never
+    read; as a copy of the step opener ("Every", after which the CoT writes the node the last step reached) the
+    first thought starts on the frontier, and the search survives the second thought (docs/results.md)."""
     opener = data.step_opener(samples)
     if opener is None:
+        log("<|start-latent|> keeps the checkpoint's row: no token opens the steps of most questions")
         return
     wte = coconut.model.transformer.wte.weight
     with torch.no_grad():

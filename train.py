@@ -70,8 +70,8 @@ def get_args(argv=None):
                    "each stage change (the paper's text) or every epoch (the reference's code)"))
     p.add_argument("--start_latent", choices=("opener", "checkpoint"), help=h("start_latent", "a run that puts "
                    "thoughts after a checkpoint that never read them (a CoT): <|start-latent|>'s row, whose last "
-                   "hidden state is the first thought, starts as a copy of the token opening most steps ('Every' "
-                   "on ProsQA, '<<' on GSM8k), or stays the checkpoint's"))
+                   "hidden state is the first thought, starts as a copy of the token opening the steps of most "
+                   "questions ('Every' on ProsQA, '<<' on GSM8k; none on ProntoQA), or stays the checkpoint's"))
     p.add_argument("--weight_decay", type=nonnegative_float, help=h("weight_decay"))
     p.add_argument("--grad_clip", type=flag_type(float, lambda v: v >= 0, "must be 0 (off) or more"),
                    help=h("grad_clip", "clip the gradient norm (0: off, as the paper's)"))

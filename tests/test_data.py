@@ -224,11 +224,12 @@ def test_stage_mixing_draws_stages_uniformly(tok, prosqa):
     assert all(abs(counts.count(k) / 2000 - 0.25) < 0.04 for k in range(4))
 
 
-def test_the_step_opener_is_every_on_prosqa_and_the_references_row_on_gsm8k(tok):
+def test_the_step_opener_is_every_on_prosqa_the_references_row_on_gsm8k_and_none_on_prontoqa(tok):
     """The token opening most steps, which a fork's <|start-latent|> starts as: on GSM8k it is "<<", the row the
-    reference copies into its three new tokens."""
-    openers = [data.step_opener([tokenize_record(tok, r) for r in real_records(name)]) for name in ("prosqa", "gsm8k")]
-    assert openers == [tok.encode("Every")[0], data.GPT2_INIT_ID]
+    reference copies into its three new tokens; no token opens most of ProntoQA's."""
+    openers = [data.step_opener([tokenize_record(tok, r) for r in real_records(name)])
+               for name in ("prosqa", "gsm8k", "prontoqa")]
+    assert openers == [tok.encode("Every")[0], data.GPT2_INIT_ID, None]  # ProntoQA's open with the entity's name
     assert data.step_opener([{"steps": []}]) is None
 
 
