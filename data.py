@@ -504,17 +504,22 @@ def read_text(path):
         raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
-def load_records(path, graph=False):
-    """A data file's records, every one checked: a file that is missing, not UTF-8, not JSON, not a list, empty,
-    or holds a record with a missing or mistyped field is a DataError naming the file (and the record)."""
+def read_json(path):
+    """A JSON file's contents; one that is missing, a folder, not UTF-8 or not JSON is a DataError naming it."""
     try:
-        records = json.loads(read_text(path))
+        return json.loads(read_text(path))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: a folder, not a data file") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_records(path, graph=False):
+    """A data file's records, every one checked: a file that is missing, not UTF-8, not JSON, not a list, empty,
+    or holds a record with a missing or mistyped field is a DataError naming the file (and the record)."""
+    records = read_json(path)
     validate_records(records, path, graph)
     if not records:
         raise DataError(f"{path}: an empty list, no records")

@@ -285,7 +285,7 @@ def eval_inputs(args, ckpt):
         tasks.ensure_held_out(run_args["data_dir"], run_args["seed"], run_args["nodes"], run_args["path"],
                               LAPTOP_HELD_OUT)  # wherever it is evaluated
     data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
-    if meta["dataset"] == "prontoqa" and data.read_text(data_path).lstrip().startswith("{"):
+    if meta["dataset"] == "prontoqa" and isinstance(data.read_json(data_path), dict):
         records = tasks.prontoqa_file(data_path)[: args.limit]  # ProntoQA's generator wrote it
     else:
         records = data.load_records(data_path, graph=meta["dataset"] == "prosqa")[: args.limit]

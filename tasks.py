@@ -15,14 +15,13 @@ share (`SHORTCUT_SHARE`), so a score on its questions measures search.
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import random
 
 from data import (ArgumentParser, Curriculum, DataError, Tokenizer, adjacency, bfs, children_of, download,
-                  has_shortcut, load_records, nonnegative_int, positive_int, read_text, record_texts, run_command,
-                  show_stages, validate_records, write_json_atomic)
+                  has_shortcut, load_records, nonnegative_int, positive_int, read_json, read_text, record_texts,
+                  run_command, show_stages, validate_records, write_json_atomic)
 
 DATASETS = ("prosqa", "prontoqa", "gsm8k")
 SPLITS = ("train", "valid", "test")
@@ -62,11 +61,7 @@ def prontoqa_from_generator(raw, source="5hop_0shot_random.json"):
 
 def prontoqa_file(path):
     """The records of a file written by ProntoQA's generator (e.g. 5hop_0shot_random.json), checked."""
-    try:
-        raw = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    records = prontoqa_from_generator(raw, path)
+    records = prontoqa_from_generator(read_json(path), path)
     validate_records(records, path)
     return records
 

@@ -292,3 +292,6 @@ def test_a_prontoqa_model_is_evaluated_on_the_file_prontoqas_generator_wrote(tmp
     assert [row["correct"] for row in report["rows"]] == [run.is_correct(row["output"], a)
                                                            for row, a in zip(report["rows"], answers)]
     assert report["summary"]["n"] == 5
+    os.remove(folder / "prontoqa_test.json")  # a run's split that is gone: one line naming it
+    with pytest.raises(data.DataError, match=r"prontoqa_test.json: no such file"):
+        ev.main(["--ckpt", str(tmp_path / "r"), "--split", "test", "--out", str(tmp_path)])
