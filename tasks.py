@@ -235,23 +235,30 @@ def is_held_out(question):
     return question_key(question) % HELD_OUT_EVERY == 0
 
 
-def prosqa_records(rng, size, nodes, path, held_out, seen):
-    """`size` new records of one side of the held-out partition; each question's key is added to `seen`, and a
-    question already in `seen` is drawn again. Within the official 3-6-step range each record's length is first
-    drawn from OFFICIAL_PATH_SHARES (see generate_prosqa)."""
-    shares = OFFICIAL_PATH_SHARES if tuple(path) == (3, 6) else None
+def draw_records(draw, size, held_out, seen):
+    """`size` new records of `draw()` from one side of the held-out partition; each question's key is added to
+    `seen`, and a question already in `seen` is drawn again."""
     out = []
     while len(out) < size:
-        if shares:
-            length = rng.choices(list(shares), weights=list(shares.values()))[0]
-            r = prosqa_sample(rng, nodes, (length, length))
-        else:
-            r = prosqa_sample(rng, nodes, path)
+        r = draw()
         key = question_key(r["question"])
         if is_held_out(r["question"]) == held_out and key not in seen:
             seen.add(key)
             out.append(r)
     return out
+
+
+def prosqa_records(rng, size, nodes, path, held_out, seen):
+    """draw_records of ProsQA questions. Within the official 3-6-step range each record's length is first drawn
+    from OFFICIAL_PATH_SHARES (see generate_prosqa)."""
+    shares = OFFICIAL_PATH_SHARES if tuple(path) == (3, 6) else None
+
+    def draw():
+        if shares:
+            length = rng.choices(list(shares), weights=list(shares.values()))[0]
+            return prosqa_sample(rng, nodes, (length, length))
+        return prosqa_sample(rng, nodes, path)
+    return draw_records(draw, size, held_out, seen)
 
 
 def generate_prosqa(sizes, seed=0, nodes=(17, 28), path=(3, 6)):
@@ -394,8 +401,19 @@ def prontoqa_sample(rng, hops=5, n_branches=6):
 
 
 def generate_prontoqa_raw(n, seed=0):
+    """`n` questions in the official generator's own format (its 5hop_0shot_random.json)."""
     rng = random.Random(seed)
     return {f"example{i + 1}": prontoqa_sample(rng) for i in range(n)}
+
+
+def generate_prontoqa(sizes, seed=0):
+    """Splits of our ProntoQA records, held out as ProsQA's are: validation and test questions only from the
+    held-out tenth (is_held_out), never one question twice."""
+    rng, seen = random.Random(seed), set()
+
+    def draw():
+        return prontoqa_from_generator({"example": prontoqa_sample(rng)})[0]
+    return {split: draw_records(draw, size, split in HELD_OUT_SPLITS, seen) for split, size in sizes.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -422,12 +440,12 @@ def ensure_dataset(name, data_dir="data", notice=print):
     elif name == "prontoqa":
         raw_path = os.path.join(data_dir, "5hop_0shot_random.json")
         if os.path.exists(raw_path):
-            records = prontoqa_file(raw_path)
+            splits = split_prontoqa(prontoqa_file(raw_path))
         else:
             notice(f"ProntoQA: {raw_path} not found, so the splits come from tasks.py's 5-hop generator")
-            records = prontoqa_from_generator(generate_prontoqa_raw(sum(PRONTOQA_SIZES.values())))
-        for s, split in split_prontoqa(records).items():
-            write_json_atomic(split, paths[s])
+            splits = generate_prontoqa(PRONTOQA_SIZES)
+        for s, records in splits.items():
+            write_json_atomic(records, paths[s])
     else:
         for s, p in paths.items():
             write_json_atomic(gsm8k_records(data_dir, s), p)
@@ -490,8 +508,8 @@ def generate(args):
             write_json_atomic(records, paths[s])
         print(statistics_table([(paths[s], graph_statistics(records)) for s, records in splits.items()]))
     elif args.dataset == "prontoqa":
-        raw = generate_prontoqa_raw(sum(PRONTOQA_SIZES.values()), args.seed)
-        for s, records in split_prontoqa(prontoqa_from_generator(raw)).items():
+        sizes = {s: getattr(args, s) if getattr(args, s) is not None else PRONTOQA_SIZES[s] for s in SPLITS}
+        for s, records in generate_prontoqa(sizes, args.seed).items():
             write_json_atomic(records, os.path.join(args.out, f"prontoqa_{s}.json"))
         print(f"wrote prontoqa splits to {args.out}")
     else:

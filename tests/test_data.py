@@ -351,6 +351,18 @@ def test_generate_writes_the_splits_asked_for_and_prints_a_row_for_each(tmp_path
         assert (tmp_path / "a" / f"prosqa_{s}.json").read_text() == (tmp_path / "b" / f"prosqa_{s}.json").read_text()
 
 
+def test_generated_prontoqa_has_the_sizes_asked_for_and_holds_out_its_validation_and_test(tmp_path):
+    flags = ["prontoqa", "--generate", "--train", "40", "--valid", "6", "--test", "7", "--seed", "3"]
+    tasks.main(flags + ["--out", str(tmp_path / "a")])
+    questions = set()
+    for s, size in (("train", 40), ("valid", 6), ("test", 7)):
+        records = load_records(str(tmp_path / "a" / f"prontoqa_{s}.json"))
+        assert len(records) == size and all(len(r["steps"]) == 6 for r in records)
+        assert all(tasks.is_held_out(r["question"]) == (s != "train") for r in records)
+        questions |= {r["question"] for r in records}
+    assert len(questions) == 53  # never one question twice
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--nodes", "4", "5"], "--nodes 4 5: MIN must be at most MAX, at least 7"),
     (["--nodes", "9", "8"], "--nodes 9 8"),
