@@ -282,8 +282,8 @@ def eval_inputs(args, ckpt):
     (data.load_records) and each record's prompt plus the run's --max_new_tokens against the model's context."""
     meta, run_args = ckpt["meta"], ckpt["args"]
     if not args.data and run_args.get("generated_data") and args.split in LAPTOP_HELD_OUT:
-        tasks.ensure_held_out(run_args["data_dir"], run_args["seed"], run_args["nodes"], run_args["path"],
-                              LAPTOP_HELD_OUT)  # wherever it is evaluated
+        tasks.ensure_held_out(run_args["data_dir"], meta["dataset"], run_args["seed"], run_args["nodes"],
+                              run_args["path"], LAPTOP_HELD_OUT)  # wherever it is evaluated
     data_path = args.data or os.path.join(run_args["data_dir"], f"{meta['dataset']}_{args.split}.json")
     if meta["dataset"] == "prontoqa" and isinstance(data.read_json(data_path), dict):
         records = tasks.prontoqa_file(data_path)[: args.limit]  # ProntoQA's generator wrote it

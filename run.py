@@ -348,13 +348,14 @@ def load_splits(args, log):
     """The run's training records (None when --stream 1 draws them per epoch), validation records, and the
     texts the vocabulary is built from. A compact vocabulary holds every word of the dataset's three split
     files (a name seen only in a question it is later asked gets an untrained row instead of failing), or, on
-    generated ProsQA, every word the generator can write."""
+    generated data, every word the generator can write."""
     if args.generated_data:
         # fixed sizes for the held-out splits: the records (one random stream) must not depend on --val_size
-        paths = tasks.ensure_held_out(args.data_dir, args.seed, args.nodes, args.path, LAPTOP_HELD_OUT)
-        held_out = {s: data.load_records(p, graph=True) for s, p in paths.items()}
-        texts = tasks.prosqa_vocabulary_texts() + [t for rs in held_out.values() for r in rs
-                                                   for t in data.record_texts(r)]
+        graph = args.dataset == "prosqa"
+        paths = tasks.ensure_held_out(args.data_dir, args.dataset, args.seed, args.nodes, args.path, LAPTOP_HELD_OUT)
+        held_out = {s: data.load_records(p, graph) for s, p in paths.items()}
+        every_word = tasks.prosqa_vocabulary_texts() if graph else tasks.prontoqa_vocabulary_texts()
+        texts = every_word + [t for rs in held_out.values() for r in rs for t in data.record_texts(r)]
         train = None if args.stream else epoch_records(args, 0, set())
         sources = {"train": "the generated training stream", "valid": paths["valid"]}
         return Splits(train, held_out["valid"][: args.val_size], texts, sources)
@@ -384,7 +385,9 @@ def check_lengths(named_samples, stages, args, tok, block_size):
 
 
 def epoch_records(args, epoch, seen):
-    """Generated ProsQA-mini: epoch `epoch`'s training questions, none of `seen` (their keys join it)."""
+    """Generated data: epoch `epoch`'s training questions, none of `seen` (their keys join it)."""
+    if args.dataset == "prontoqa":
+        return tasks.prontoqa_epoch(args.seed, epoch, args.train_size, seen)
     return tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
 
 

@@ -3,9 +3,9 @@
 
 ProsQA and GSM8k are downloaded from their pinned sources, ProntoQA converted from the official generator's
 output, exactly as the reference's preprocessing does. Offline, ProsQA and ProntoQA come from our generators.
-The ProsQA generator also feeds train.py's endless stream of fresh questions (`prosqa_epoch`), holds one
-question in ten out for validation and test (`is_held_out`), and draws the one-hop shortcut with the official
-share (`SHORTCUT_SHARE`), so a score on its questions measures search.
+Both generators also feed train.py's endless stream of fresh questions (`prosqa_epoch`, `prontoqa_epoch`) and
+hold one question in ten out for validation and test (`is_held_out`); the ProsQA generator draws the one-hop
+shortcut with the official share (`SHORTCUT_SHARE`), so a score on its questions measures search.
 
     python tasks.py prosqa --generate --out data/          # ProsQA-sized splits from our generator
     python tasks.py prosqa --generate --out data/mini --nodes 8 12 --path 2 3 --train 8000
@@ -279,13 +279,15 @@ def prosqa_epoch(seed, epoch, size, nodes, path, seen):
     return prosqa_records(random.Random(f"prosqa-stream-{seed}-{epoch}"), size, nodes, path, False, seen)
 
 
-def ensure_held_out(data_dir, seed, nodes, path, sizes):
+def ensure_held_out(data_dir, dataset, seed, nodes, path, sizes):
     """{split: path} of a generated run's validation and test questions in data_dir, generated if missing: a pure
-    function of the seed and the graph sizes, so a run folder (or a shipped model) finds the same questions
-    anywhere."""
-    paths = {s: os.path.join(data_dir, f"prosqa_{s}.json") for s in sizes}
+    function of the seed (and ProsQA's graph sizes), so a run folder (or a shipped model) finds the same
+    questions anywhere."""
+    paths = {s: os.path.join(data_dir, f"{dataset}_{s}.json") for s in sizes}
     if not all(os.path.exists(p) for p in paths.values()):
-        for s, records in generate_prosqa(sizes, seed, tuple(nodes), tuple(path)).items():
+        splits = (generate_prontoqa(sizes, seed) if dataset == "prontoqa" else
+                  generate_prosqa(sizes, seed, tuple(nodes), tuple(path)))
+        for s, records in splits.items():
             write_json_atomic(records, paths[s])
     return paths
 
@@ -406,14 +408,31 @@ def generate_prontoqa_raw(n, seed=0):
     return {f"example{i + 1}": prontoqa_sample(rng) for i in range(n)}
 
 
+def prontoqa_record(rng):
+    return prontoqa_from_generator({"example": prontoqa_sample(rng)})[0]
+
+
 def generate_prontoqa(sizes, seed=0):
     """Splits of our ProntoQA records, held out as ProsQA's are: validation and test questions only from the
     held-out tenth (is_held_out), never one question twice."""
     rng, seen = random.Random(seed), set()
+    return {split: draw_records(lambda: prontoqa_record(rng), size, split in HELD_OUT_SPLITS, seen)
+            for split, size in sizes.items()}
 
-    def draw():
-        return prontoqa_from_generator({"example": prontoqa_sample(rng)})[0]
-    return {split: draw_records(draw, size, split in HELD_OUT_SPLITS, seen) for split, size in sizes.items()}
+
+def prontoqa_epoch(seed, epoch, size, seen):
+    """ProntoQA's endless stream, as prosqa_epoch draws ProsQA's."""
+    rng = random.Random(f"prontoqa-stream-{seed}-{epoch}")
+    return draw_records(lambda: prontoqa_record(rng), size, False, seen)
+
+
+def prontoqa_vocabulary_texts():
+    """Texts that use every word the ProntoQA generator can write (as prosqa_vocabulary_texts)."""
+    c, names = PRONTOQA_CONCEPTS, PRONTOQA_NAMES
+    question = " ".join([f"Every {x} is a {x}. Each {x} is an {x}. {x.capitalize()}es are {x}es." for x in c] +
+                        [f"Every {c[0]} is not {p}." for p in PRONTOQA_PROPERTIES] +
+                        [f"{n} is a {c[0]}." for n in names] + ["True or false: Max is not sweet."])
+    return record_texts({"question": question, "steps": [], "answer": "True"}) + ["### False"]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def get_args(argv=None):
     p.add_argument("--train_size", type=positive_int, help=h("train_size", "use the first N training records "
                                                              "(--stream 1: fresh questions per epoch)"))
     p.add_argument("--stream", type=switch, help=h("stream", "generated ProsQA: 1 draws --train_size fresh "
-                   "questions every epoch, none ever repeated; 0 repeats one fixed set of that size"))
+                   "questions every epoch, none ever repeated; 0 repeats one fixed set of that size. ProntoQA with "
+                   "--model tiny: 1 draws them from its generator too"))
     p.add_argument("--val_size", type=positive_int, help=h("val_size", "use the first N validation records"))
     p.add_argument("--nodes", type=int, nargs=2, help=h("nodes", "generated ProsQA graph sizes (min max)"))
     p.add_argument("--path", type=int, nargs=2, help=h("path", "generated ProsQA path lengths (min max)"))
@@ -151,7 +152,12 @@ def resolve(args, device):
             setattr(args, k, v)
     if args.vocab == "auto":
         args.vocab = "gpt2" if args.model != "tiny" else "parent-child" if args.dataset == "prosqa" else "words"
-    args.generated_data = laptop
+    args.generated_data = laptop or (args.model == "tiny" and args.dataset == "prontoqa" and args.data_dir is None
+                                     and args.stream == 1)
+    if args.generated_data and not laptop:  # --stream 1 on ProntoQA: its generator's questions, fresh every epoch
+        args.train_size, args.data_dir = args.train_size or tasks.PRONTOQA_SIZES["train"], f"data/prontoqa-s{args.seed}"
+        notes.append(f"data: ProntoQA (5 hops) from tasks.py's generator: {args.train_size} fresh questions every "
+                     f"epoch (none ever repeated); validation and test questions held out in {args.data_dir}")
     if laptop:
         args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
@@ -184,8 +190,8 @@ def check_args(args, world):
     need(args.vocab == "gpt2" or args.model == "tiny", "--vocab", args.vocab,
          f"a pretrained model ({args.model}) keeps GPT-2's vocabulary: --vocab gpt2")
     need(args.generated_data or not args.stream, "--stream", args.stream,
-         "draws generated ProsQA-mini: only for --model tiny --dataset prosqa without --data_dir")
-    if args.generated_data:
+         "draws generated questions: only for --model tiny on prosqa or prontoqa, without --data_dir")
+    if args.generated_data and args.dataset == "prosqa":
         try:
             tasks.check_generator_flags(args.nodes, args.path)
         except data.DataError as e:

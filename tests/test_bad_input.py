@@ -54,6 +54,8 @@ def refused(call, args):
     (["--pad_latent_to_max", "-1"], "error: --pad_latent_to_max -1: 0 or 1"),
     (["--train_size", "0"], "error: --train_size 0: must be at least 1"),
     (["--dataset", "mnist"], "error: --dataset 'mnist': expected one of prosqa, prontoqa, gsm8k"),
+    (["--dataset", "gsm8k", "--stream", "1"], "error: --stream 1: draws generated questions: only for --model tiny "
+                                              "on prosqa or prontoqa, without --data_dir"),
     (["--method", "magic"], "error: --method 'magic': expected one of coconut, cot, no-cot, pause, icot, no-thought, "
                             "pause-as-thought, no-curriculum"),
     (["--model", "gpt7"], "error: --model 'gpt7': expected auto, tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl or a "

@@ -44,7 +44,8 @@ def test_a_shipped_model_answers_its_held_out_test_questions_exactly_as_reported
     ckpt = run.load_checkpoint(os.path.join(MODELS, name))
     assert "optimizer" not in ckpt and "seen" not in ckpt
     args, meta = ckpt["args"], ckpt["meta"]
-    paths = tasks.ensure_held_out(str(tmp_path), args["seed"], args["nodes"], args["path"], run.LAPTOP_HELD_OUT)
+    paths = tasks.ensure_held_out(str(tmp_path), "prosqa", args["seed"], args["nodes"], args["path"],
+                                  run.LAPTOP_HELD_OUT)
     records = data.load_records(paths["test"], graph=True)
     coconut, tok = run.model_from_checkpoint(ckpt, "cpu")
     samples = [data.tokenize_record(tok, r) for r in records]

@@ -13,10 +13,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY_FLAGS, gpt2_tokenizer
+from conftest import ROOT, TINY_FLAGS, gpt2_tokenizer, shared_file
 import data
 import tasks
-from run import model_for, seen_keys, seen_tensor
+from run import load_checkpoint, model_for, seen_keys, seen_tensor
 import eval as ev
 import train
 
@@ -285,6 +285,25 @@ def stream_run(tmp_path, monkeypatch, out, *extra):
     train.main(STREAM + ["--out_dir", out, *extra])
     with open(tmp_path / out / "metrics.jsonl") as f:
         return [[r["question"] for r in epoch] for epoch in drawn], [json.loads(line) for line in f]
+
+
+def test_prontoqa_streams_fresh_questions_held_out_from_its_test_with_a_row_for_every_official_word(tmp_path,
+                                                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    drawn, prontoqa_epoch = [], tasks.prontoqa_epoch
+    monkeypatch.setattr(tasks, "prontoqa_epoch", lambda *a: drawn.append(prontoqa_epoch(*a)) or drawn[-1])
+    train.main(["--dataset", "prontoqa", "--model", "tiny", "--stream", "1", "--method", "cot", "--device", "cpu",
+                "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--train_size", "8", "--val_size", "4",
+                "--num_epochs", "2", "--batch_size", "4", "--micro_batch", "4", "--max_new_tokens", "8",
+                "--out_dir", "run"])
+    questions = {r["question"] for epoch in drawn for r in epoch}
+    assert len(drawn) == 2 and len(questions) == 16 and not any(map(tasks.is_held_out, questions))
+    held_out = {r["question"] for s in ("valid", "test")
+                for r in data.load_records(str(tmp_path / "data" / "prontoqa-s0" / f"prontoqa_{s}.json"))}
+    assert len(held_out) == 1000 and all(map(tasks.is_held_out, held_out)) and not held_out & questions
+    tok = data.Tokenizer.from_state(load_checkpoint("run")["vocab"])
+    official = tasks.prontoqa_file(shared_file("prontoqa_5hop_0shot_random_sample.json"))
+    assert all(tok.encode(t) for r in official for t in data.record_texts(r))  # no word without a row
 
 
 def test_each_epoch_trains_on_fresh_questions_disjoint_from_the_held_out_ones(tmp_path, monkeypatch):
