@@ -343,6 +343,7 @@ def statistics_table(named_stats):
 # ----------------------------------------------------------------------------------------------------------
 # ProntoQA generator: 5-hop fictional ontologies in the official generator's surface form, for offline runs.
 
+# The official sample's every concept, property and name: a model trained on ours reads the official questions.
 PRONTOQA_CONCEPTS = ["brimpus", "dumpus", "gorpus", "grimpus", "impus", "jompus", "lempus", "lorpus", "numpus",
                      "rompus", "shumpus", "sterpus", "tumpus", "vumpus", "wumpus", "yumpus", "zumpus"]
 PRONTOQA_PROPERTIES = ["sweet", "sour", "feisty", "angry", "slow", "fast", "temperate", "large", "small",
@@ -351,7 +352,6 @@ PRONTOQA_PROPERTIES = ["sweet", "sour", "feisty", "angry", "slow", "fast", "temp
                        "shy", "kind", "red", "blue", "floral", "metallic", "nervous", "transparent", "aggressive",
                        "amenable", "bitter", "brown", "loud", "luminous", "muffled", "rainy", "snowy", "sunny"]
 PRONTOQA_NAMES = ["Alex", "Fae", "Max", "Polly", "Rex", "Sally", "Sam", "Stella", "Wren"]
-# the official sample's every concept, property and name: a model trained on ours reads the official questions
 
 
 def prontoqa_sample(rng, hops=5, n_branches=6):
