@@ -477,6 +477,20 @@ def has_shortcut(record):
     return any(p != record["root"] and p in people and c == record["neg_target"] for p, c in record["edges"])
 
 
+def depth(record, node):
+    """How far a node lies below the graph's top: the largest of its distances from the nodes without parents."""
+    children, tops = children_of(record), set(range(len(record["idx_to_symbol"]))) - {c for _, c in record["edges"]}
+    return max(bfs(children, t)[0].get(node, -1) for t in tops)
+
+
+def deeper_option(record):
+    """ProsQA's second cheap rule: the option that lies deeper, None on a tie. The target is the farthest leaf the
+    person reaches, so it is never the shallower one: on the questions without the one-hop shortcut this answers
+    most of them with no reference to the person (docs/results.md)."""
+    target, other = depth(record, record["target"]), depth(record, record["neg_target"])
+    return None if target == other else record["target"] if target > other else record["neg_target"]
+
+
 def prontoqa_by_mentions(record):
     """The cheapest rule found that answers ProntoQA without reasoning: of the two rules in the context that name
     the queried property (one gives it, one denies it), believe the one whose subject concept is mentioned more
