@@ -274,6 +274,8 @@ def test_eval_splits_a_fixed_file_as_labelled_by_hand(tmp_path):
     assert (summary["n"], summary["n_shortcut"], summary["n_no_shortcut"]) == (6, 2, 4)
     assert summary["accuracy_shortcut"] == sum(with_sc) / 2 and summary["accuracy_no_shortcut"] == sum(without) / 4
     assert summary["accuracy"] == (sum(with_sc) + sum(without)) / 6
+    # both options two below a person: every question without the one-hop shortcut is a depth tie too
+    assert (summary["n_depth_tie"], summary["accuracy_depth_tie"]) == (4, sum(without) / 4)
 
 
 def test_a_prontoqa_model_is_evaluated_on_the_file_prontoqas_generator_wrote(tmp_path):
