@@ -289,8 +289,7 @@ def test_a_prontoqa_model_is_evaluated_on_the_file_prontoqas_generator_wrote(tmp
                              "--data_dir", str(folder), "--out_dir", str(tmp_path / "r")])
     ev.main(["--ckpt", str(tmp_path / "r"), "--data", official, "--limit", "5", "--out", str(tmp_path)])
     report = json.load(open(tmp_path / "eval_r_prontoqa_5hop_0shot_random_sample.json"))
-    with open(official) as f:
-        answers = [r["answer"] for r in tasks.prontoqa_from_generator(json.load(f))[:5]]
+    answers = [r["answer"] for r in tasks.prontoqa_file(official)[:5]]
     assert [row["correct"] for row in report["rows"]] == [run.is_correct(row["output"], a)
                                                            for row, a in zip(report["rows"], answers)]
     assert report["summary"]["n"] == 5
