@@ -227,18 +227,14 @@ def run_eval(coconut, tok, meta, records, samples, device, max_new_tokens, batch
     for r, (text, n_new) in zip(records, outputs):
         rows.append({"output": text, "correct": is_correct(text, r["answer"]),
                      "cot_match": text.split("#")[0].strip() == "\n".join(r["steps"]), "new_tokens": n_new})
-        if "edges" in r:  # the one-hop shortcut, and the options as deep: neither cheap rule answers (data.py)
+        if "edges" in r:  # the one-hop shortcut (data.has_shortcut), for Figure 5's rows
             rows[-1]["shortcut"] = data.has_shortcut(r)
-            rows[-1]["depth_tie"] = not rows[-1]["shortcut"] and data.deeper_option(r) is None
     n = max(len(rows), 1)
     summary = {**accuracies(accuracy_counts(records, [row["correct"] for row in rows])),
                "cot_exact_match": sum(r["cot_match"] for r in rows) / n,
                "mean_new_tokens": sum(r["new_tokens"] for r in rows) / n,
                "forward_passes_per_batch": n_passes / max(1, -(-len(rows) // batch_size)),
                "seconds_per_question": seconds / n}
-    if records and "edges" in records[0]:
-        ties = [row["correct"] for row in rows if row["depth_tie"]]
-        summary.update(accuracy_depth_tie=sum(ties) / len(ties) if ties else None, n_depth_tie=len(ties))
     return rows, summary
 
 
@@ -352,9 +348,7 @@ def evaluate_checkpoint(path, ckpt, data_path, records, samples, args, device):
     max_new, bf16 = run_args["max_new_tokens"], run_args.get("bf16", 1)
     rows, summary = run_eval(coconut, tok, meta, records, samples, device, max_new, args.batch_size, bf16=bf16)
     print(f"{path}  [{meta['method']}, {os.path.basename(data_path)}]")
-    ties = (f"; neither rule (options as deep) {fmt_acc(summary['accuracy_depth_tie'])} of {summary['n_depth_tie']}"
-            if "n_depth_tie" in summary else "")
-    print(f"  accuracy {split_text(summary)}{ties}  CoT exact match {summary['cot_exact_match']:.3f}  "
+    print(f"  accuracy {split_text(summary)}  CoT exact match {summary['cot_exact_match']:.3f}  "
           f"new tokens {summary['mean_new_tokens']:.1f}  passes/batch {summary['forward_passes_per_batch']:.1f}  "
           f"{summary['seconds_per_question'] * 1000:.1f} ms/question")
     report = {"data": data_path, "summary": summary, "rows": rows,

@@ -444,15 +444,20 @@ def is_correct(text, answer):
     return answer_of(text) == answer.replace(",", "").strip()
 
 
-SPLIT_GROUPS = ("", "_shortcut", "_no_shortcut")  # all questions; ProsQA's with and without the one-hop shortcut
+# All questions; on ProsQA, those with and without the one-hop shortcut, and of the latter those whose options lie
+# as deep (data.deeper_option is None): the questions neither cheap rule answers, where only the search gets them.
+SPLIT_GROUPS = ("", "_shortcut", "_no_shortcut", "_depth_tie")
 
 
 def accuracy_counts(records, correct):
-    """Correct answers and questions: in all, and on ProsQA records split by data.has_shortcut. Counts, so that
-    shards of a validation set can be summed."""
+    """Correct answers and questions: in all, and on ProsQA records split by data.has_shortcut and
+    data.deeper_option. Counts, so that shards of a validation set can be summed."""
     counts = {f"{what}{group}": 0 for group in SPLIT_GROUPS for what in ("correct", "n")}
     for r, ok in zip(records, correct):
-        groups = ("", "_shortcut" if data.has_shortcut(r) else "_no_shortcut") if "edges" in r else ("",)
+        groups = ("",)
+        if "edges" in r:
+            groups = ("", "_shortcut") if data.has_shortcut(r) else (
+                ("", "_no_shortcut", "_depth_tie") if data.deeper_option(r) is None else ("", "_no_shortcut"))
         for group in groups:
             counts["correct" + group] += int(ok)
             counts["n" + group] += 1
@@ -460,9 +465,10 @@ def accuracy_counts(records, correct):
 
 
 def accuracies(counts):
-    """accuracy and n; on ProsQA also accuracy_shortcut / n_shortcut and accuracy_no_shortcut / n_no_shortcut.
-    A score can be right and measure the wrong thing: a model that learned the one-hop rule scores ~1 with the
-    shortcut and chance (0.5) without it; a model that searched scores alike on both."""
+    """accuracy and n; on ProsQA also accuracy_shortcut / n_shortcut, accuracy_no_shortcut / n_no_shortcut and
+    accuracy_depth_tie / n_depth_tie. A score can be right and measure the wrong thing: a model that learned the
+    one-hop rule scores ~1 with the shortcut and chance (0.5) without it; one that learned the depth rule
+    scores chance on the depth ties; a model that searched scores alike on all."""
     out = {}
     for group in SPLIT_GROUPS:
         if group and not counts["n_shortcut"] + counts["n_no_shortcut"]:
@@ -478,12 +484,14 @@ def fmt_acc(x):
 
 
 def split_text(acc, accuracy="accuracy", n="n"):
-    """`0.612 (with the one-hop shortcut 0.981 of 104, without 0.514 of 396)`: how accuracies are printed. The
-    keys are accuracies()'s, or metrics.jsonl's with accuracy="val_acc", n="val_n"."""
+    """`0.612 (with the one-hop shortcut 0.981 of 104, without 0.514 of 396; neither rule 0.500 of 240)`: how
+    accuracies are printed. The keys are accuracies()'s, or metrics.jsonl's with accuracy="val_acc", n="val_n"."""
     if n + "_shortcut" not in acc:
         return fmt_acc(acc[accuracy])
     return (f"{fmt_acc(acc[accuracy])} (with the one-hop shortcut {fmt_acc(acc[accuracy + '_shortcut'])} of "
-            f"{acc[n + '_shortcut']}, without {fmt_acc(acc[accuracy + '_no_shortcut'])} of {acc[n + '_no_shortcut']})")
+            f"{acc[n + '_shortcut']}, without {fmt_acc(acc[accuracy + '_no_shortcut'])} of {acc[n + '_no_shortcut']}"
+            + (f"; neither rule {fmt_acc(acc[accuracy + '_depth_tie'])} of {acc[n + '_depth_tie']})"
+               if n + "_depth_tie" in acc else ")"))
 
 
 @torch.no_grad()

@@ -245,9 +245,17 @@ def shortcut_record(shortcut):
 def test_accuracy_is_split_by_the_shortcut_as_counted_by_hand():
     records = [shortcut_record(s) for s in (True, True, False, False, False)]
     acc = run.accuracies(run.accuracy_counts(records, [True, False, True, True, False]))
+    # both options two below a person: every question without the one-hop shortcut is a depth tie too
     assert acc == {"accuracy": 3 / 5, "n": 5, "accuracy_shortcut": 1 / 2, "n_shortcut": 2,
-                   "accuracy_no_shortcut": 2 / 3, "n_no_shortcut": 3}
-    assert run.split_text(acc) == "0.600 (with the one-hop shortcut 0.500 of 2, without 0.667 of 3)"
+                   "accuracy_no_shortcut": 2 / 3, "n_no_shortcut": 3, "accuracy_depth_tie": 2 / 3, "n_depth_tie": 3}
+    assert run.split_text(acc) == ("0.600 (with the one-hop shortcut 0.500 of 2, without 0.667 of 3; "
+                                   "neither rule 0.667 of 3)")
+    deeper = shortcut_record(False)
+    deeper["idx_to_symbol"] = deeper["idx_to_symbol"] + ["gerpus"]  # Tom -> wumpus -> gerpus -> yumpus: three
+    deeper["edges"] = [[0, 2], [2, 6], [6, 3], [1, 5], [5, 4]]  # below him; zumpus two below Bob: yumpus deeper
+    assert not data.has_shortcut(deeper) and data.deeper_option(deeper) == 3
+    split = run.accuracies(run.accuracy_counts([deeper], [True]))
+    assert (split["n_no_shortcut"], split["n_depth_tie"], split["accuracy_depth_tie"]) == (1, 0, None)
     plain = run.accuracies(run.accuracy_counts([{"question": "q", "steps": [], "answer": "a"}], [True]))
     assert plain == {"accuracy": 1.0, "n": 1}  # no graph, no split (ProntoQA, GSM8k)
 
