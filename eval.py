@@ -488,16 +488,19 @@ def load_runs(runs):
 
 def plot_curves(loaded, folder, x="epoch"):
     """Validation accuracy of each loaded run (load_runs; seeds of a recipe as a group) against epochs, questions
-    seen or minutes, its stage changes marked: the learning-curve figure. On ProsQA a second panel shows the
-    questions without the one-hop shortcut, where only search scores above chance."""
+    seen or minutes, its stage changes marked: the learning-curve figure. On ProsQA more panels show the
+    questions without the one-hop shortcut and those neither cheap rule answers, where only search scores above
+    chance (each where every run logged it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(folder, exist_ok=True)
     two_options = all(c.get("dataset", "prosqa") in ("prosqa", "prontoqa") for c, _ in loaded)
     panels = [("val_acc", "all validation questions")]
-    if all(m.get("val_acc_no_shortcut") is not None for _, metrics in loaded for m in metrics):
-        panels.append(("val_acc_no_shortcut", "without the one-hop shortcut (needs search)"))
+    for key, title in (("val_acc_no_shortcut", "without the one-hop shortcut (needs search)"),
+                       ("val_acc_depth_tie", "neither rule: no shortcut, options as deep")):
+        if all(m.get(key) is not None for _, metrics in loaded for m in metrics):
+            panels.append((key, title))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         for label, xs, points, stages in curve_groups(loaded, x):

@@ -208,6 +208,13 @@ def test_learning_curves_plot_every_run_with_its_stage_changes(tmp_path, monkeyp
     ev.main(["--curves", str(tmp_path / "coconut"), str(tmp_path / "cot"), "--plot", str(tmp_path / "figs")])
     assert os.listdir(tmp_path / "figs") == ["learning_curves.png"]
     assert plotted == [2.5, 3.5, 4.5]  # between the epochs where Coconut's stage changes; CoT has none
+    for method in runs:  # ProsQA's splits logged: a panel each, the stage changes marked on every one
+        (tmp_path / method / "metrics.jsonl").write_text("".join(json.dumps(
+            {"epoch": e + 1, "stage": s, "val_acc": 0.1, "val_acc_no_shortcut": 0.1, "val_acc_depth_tie": 0.1}) + "\n"
+            for e, s in enumerate(runs[method])))
+    plotted.clear()
+    ev.main(["--curves", str(tmp_path / "coconut"), str(tmp_path / "cot"), "--plot", str(tmp_path / "figs")])
+    assert plotted == [2.5, 3.5, 4.5] * 3
 
 
 def test_curves_group_seeds_of_a_recipe_and_name_what_differs_against_minutes_or_questions():
