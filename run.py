@@ -457,9 +457,10 @@ def accuracy_counts(records, correct):
     counts = {f"{what}{group}": 0 for group in SPLIT_GROUPS for what in ("correct", "n")}
     for r, ok in zip(records, correct):
         groups = ("",)
-        if "edges" in r:
-            groups = ("", "_shortcut") if data.has_shortcut(r) else (
-                ("", "_no_shortcut", "_depth_tie") if data.deeper_option(r) is None else ("", "_no_shortcut"))
+        if "edges" in r and data.has_shortcut(r):
+            groups = ("", "_shortcut")
+        elif "edges" in r:
+            groups = ("", "_no_shortcut") + (("_depth_tie",) if data.deeper_option(r) is None else ())
         for group in groups:
             counts["correct" + group] += int(ok)
             counts["n" + group] += 1
