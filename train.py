@@ -121,10 +121,9 @@ def get_args(argv=None):
 
 
 def resolve(args, device):
-    """Fill unset flags: from --init_from's checkpoint (its shape and vocabulary; on generated ProsQA with the tiny
-    model the shipped CoT unless --init_from scratch), then from the run's recipe (run.recipe: the paper's, or the
-    laptop's for the tiny model on generated ProsQA). Returns the notes to show once every flag has been checked,
-    and --init_from's checkpoint (or None)."""
+    """Fill unset flags: from --init_from's checkpoint (its shape and vocabulary; by default on the laptop, the
+    shipped CoT), then from the run's recipe (run.recipe: the paper's, or the laptop's for the tiny model on
+    generated ProsQA). Returns the notes to show once every flag is checked, and the checkpoint (or None)."""
     notes, default_init = [], args.init_from is None and args.dataset == "prosqa" and args.data_dir is None and (
         args.model == "tiny" or (args.model == "auto" and device == "cpu"))
     if default_init:  # the laptop starts where the paper's GSM8k recipe does: from a CoT (stage 0 learned)
