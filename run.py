@@ -456,10 +456,11 @@ def accuracy_counts(records, correct):
     data.deeper_option. Counts, so that shards of a validation set can be summed."""
     counts = {f"{what}{group}": 0 for group in SPLIT_GROUPS for what in ("correct", "n")}
     for r, ok in zip(records, correct):
-        groups = ("",)
-        if "edges" in r and data.has_shortcut(r):
+        if "edges" not in r:  # no graph, no split (ProntoQA, GSM8k)
+            groups = ("",)
+        elif data.has_shortcut(r):
             groups = ("", "_shortcut")
-        elif "edges" in r:
+        else:
             groups = ("", "_no_shortcut") + (("_depth_tie",) if data.deeper_option(r) is None else ())
         for group in groups:
             counts["correct" + group] += int(ok)
