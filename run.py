@@ -156,16 +156,22 @@ def save_checkpoint(state, path):
 
 def export_run(run, folder):
     """A run folder as a shipped model: its best checkpoint without the optimizer state (a few MB), its
-    config.json and metrics.jsonl, so that eval.py --ckpt and --curves read it as they read the run."""
+    config.json and metrics.jsonl, so that eval.py --ckpt and --curves read it as they read the run. The run may
+    have gone anywhere (--out_dir); a shipped model names no machine's path, so its out_dir becomes the one
+    `train.py --recipe NAME` writes, out/NAME, NAME the export folder's."""
     ckpt = load_checkpoint(run)
     if os.path.exists(folder):
         fail(f"{folder}: already exists; a model is exported into a new folder")
+    out_dir = "out/" + os.path.basename(os.path.normpath(folder))
     state = {k: v for k, v in ckpt.items() if k not in ("optimizer", "seen", "path")}
-    save_checkpoint(state, os.path.join(folder, "best.pt"))
-    for name in ("config.json", "metrics.jsonl"):
-        with open(os.path.join(os.path.dirname(ckpt["path"]), name), "rb") as f:
-            blob = f.read()
-        data.write_atomic(os.path.join(folder, name), lambda f: f.write(blob))
+    save_checkpoint({**state, "args": {**state["args"], "out_dir": out_dir}}, os.path.join(folder, "best.pt"))
+    run_dir = os.path.dirname(ckpt["path"])
+    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    data.write_json_atomic({**config, "out_dir": out_dir}, os.path.join(folder, "config.json"), indent=1)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as f:
+        blob = f.read()
+    data.write_atomic(os.path.join(folder, "metrics.jsonl"), lambda f: f.write(blob))
     return os.path.join(folder, "best.pt")
 
 

@@ -65,7 +65,8 @@ def refused(call, args):
      "error: --frontier_loss 1.0: scores thoughts on a graph: only for --dataset prosqa and --method coconut or "
      "no-curriculum"),
     (["--recipe", "prosqa-mini-nothing"], "error: --recipe prosqa-mini-nothing: no recipes/prosqa-mini-nothing.txt; "
-     "expected one of prosqa-mini-coconut, prosqa-mini-coconut-analysis, prosqa-mini-coconut-c2, "
+     "expected one of prosqa-hard-coconut, prosqa-hard-cot, prosqa-mini-coconut, prosqa-mini-coconut-analysis, "
+     "prosqa-mini-coconut-c2, "
      "prosqa-mini-coconut-c2-analysis, prosqa-mini-coconut-frontier, prosqa-mini-coconut-mixed, prosqa-mini-cot, "
      "prosqa-mini-no-cot"),
 ])

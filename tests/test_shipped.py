@@ -27,6 +27,9 @@ SHIPPED = {
     "prosqa-mini-coconut-c2": (488, 378, 388),  # the paper's Coconut with two thoughts a step (--c 2): it searches
     "prosqa-mini-coconut-c2-analysis": (481, 374, 388),  # the same with --uniform_prob 0.3: §5's model that searches
     "prosqa-mini-coconut-mixed": (484, 375, 388),  # one thought a step, --uniform_prob 0.1: it searches (seed 1)
+    # 10-14 nodes, 3-4 steps, where CoT errs: Coconut grown from prosqa-mini-coconut, CoT from prosqa-mini-cot
+    "prosqa-hard-coconut": (470, 376, 405),
+    "prosqa-hard-cot": (416, 336, 405),
 }
 
 

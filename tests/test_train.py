@@ -364,3 +364,5 @@ def test_a_generated_runs_questions_come_back_where_it_is_evaluated_and_its_expo
         "best.pt", "config.json", "metrics.jsonl"]  # evaluating a shipped model writes nothing into it
     a, b = (json.load(open(tmp_path / f / "eval_run_test.json"))["rows"] for f in ("a", "b"))
     assert a == b
+    with open(tmp_path / "models" / "run" / "config.json") as f:  # no machine's path: the recipe's run folder
+        assert json.load(f)["out_dir"] == shipped["args"]["out_dir"] == "out/run"
