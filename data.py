@@ -252,20 +252,41 @@ def join_words(words):
 
 
 def parent_child_words(words):
-    """ProsQA's statements as parent, then child (--vocab parent-child, beyond the paper): "Every X is a Y."
-    becomes [Every, X, Y] and a person's "Tom is a Y." [Tom, Y, .]. In every statement the child directly follows
-    its parent, so looking up a node's children is copying the token after it (an induction head); a small CoT
-    from scratch searched only in this layout (docs/lab.md, lever c3)."""
+    """Each statement as parent, then child (--vocab parent-child, beyond the paper). ProsQA's "Every X is a Y."
+    becomes [Every, X, Y] and a person's "Tom is a Y." [Tom, Y, .]; ProntoQA's other forms become their template,
+    then parent, then child: "Brimpuses are not hot." is ["_es are not _ .", brimpus, hot], so that a concept is
+    one token whatever form names it. In every statement the child directly follows its parent, so looking up a
+    node's children is copying the token after it (an induction head); a small CoT from scratch searched ProsQA
+    only in this layout (docs/lab.md, lever c3)."""
     out, i = [], 0
     while i < len(words):
         w = words[i:i + 6]
+        s = words[i:words.index(".", i) + 1] if "." in words[i:i + 7] else []
         if len(w) == 6 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[5] == ".":
             out, i = out + ["Every", w[1], w[4]], i + 6
         elif len(w) >= 5 and w[0] != "Every" and w[1:3] == ["is", "a"] and w[4] == ".":
             out, i = out + [w[0], w[3], "."], i + 5
+        elif 4 <= len(s) <= 7 and statement_template(s):
+            out, i = out + statement_template(s), i + len(s)
         else:
             out, i = out + [words[i]], i + 1
     return out
+
+
+def statement_template(s):
+    """ProntoQA's statement s (words, ending with ".") as [template, parent, child], or None: "Each X is an Y.",
+    "Every X is not P.", "Xes are Yes.", "Max is not P." (its parent and child are single words; a plural's
+    "es" and a subject's capital belong to the template)."""
+    body = s[1:-1]
+    if s[0] in ("Every", "Each") and s[2] == "is" and set(body[2:-1]) <= {"a", "an", "not"}:
+        return [" ".join([s[0], "_"] + body[1:-1] + ["_", "."]), s[1], s[-2]]
+    if s[0][:1].isupper() and s[0].endswith("es") and s[1] == "are" and set(body[1:-1]) <= {"not"}:
+        plural = s[-2].endswith("es") and s[-2][:1].islower()
+        return [" ".join(["_es"] + body[:-1] + ["_es" if plural else "_", "."]), s[0][0].lower() + s[0][1:-2],
+                s[-2][:-2] if plural else s[-2]]
+    if s[1] == "is" and s[0][:1].isupper() and s[0] not in ("Every", "Each") and set(body[1:-1]) <= {"an", "not"}:
+        return [" ".join(["_"] + body[:-1] + ["_", "."]), s[0], s[-2]]
+    return None
 
 
 def statement_words(words):
@@ -273,7 +294,10 @@ def statement_words(words):
     out, i = [], 0
     while i < len(words):
         w = words[i:i + 3]
-        if len(w) == 3 and w[0] == "Every" and w[1] not in ("is", "\n") and w[2] != "\n":
+        if len(w) == 3 and w[0].count("_") == 2:  # a template, then parent and child
+            names = iter([w[1][:1].upper() + w[1][1:] if w[0].startswith("_es") else w[1], w[2]])
+            out, i = out + [next(names) + u[1:] if u[0] == "_" else u for u in w[0].split()], i + 3
+        elif len(w) == 3 and w[0] == "Every" and w[1] not in ("is", "\n") and w[2] != "\n":
             out, i = out + ["Every", w[1], "is", "a", w[2], "."], i + 3
         elif len(w) == 3 and w[0][:1].isalpha() and w[1][:1].isalpha() and w[2] == ".":
             out, i = out + [w[0], "is", "a", w[1], "."], i + 3
@@ -304,9 +328,9 @@ class Tokenizer:
       "\n"): every name is one token, the same inside a question and at the start of a step, and a ProsQA-mini
       question 53 tokens instead of 81. Spaces are put back by rule (join_words); a text spaced otherwise
       (GSM8k's "<<4-2=2>>") cannot be represented, which building the vocabulary reports.
-    - "parent-child" (beyond the paper): the words, with ProsQA's statements as parent then child
-      (parent_child_words): a question in about half the tokens, the same information, and every child directly
-      after its parent. Built only for text it reads back exactly.
+    - "parent-child" (beyond the paper): the words, with ProsQA's and ProntoQA's statements as parent then child
+      (parent_child_words): a question in a half (ProsQA) to two thirds (ProntoQA) of the tokens, the same
+      information, and every child directly after its parent. Built only for text it reads back exactly.
     A compact vocabulary lists its pieces, then eos and the three Coconut tokens, in GPT-2's order. The
     model, the thought loop and the curriculum only see row ids; `state()` goes into checkpoints.
     """
@@ -340,8 +364,8 @@ class Tokenizer:
                 raise DataError(f"--vocab {kind}: {t[:60]!r} is not spaced as words are rejoined (one space "
                                 "before each word, none before punctuation); use --vocab bpe")
             if kind == "parent-child" and join_words(statement_words(parent_child_words(words))) != t:
-                raise DataError(f"--vocab {kind}: {t[:60]!r} does not read back from parent-child statements (only "
-                                "ProsQA's text does); use --vocab words")
+                raise DataError(f"--vocab {kind}: {t[:60]!r} does not read back from parent-child statements (ProsQA's "
+                                "and ProntoQA's do); use --vocab words")
         if kind == "parent-child":
             split = [parent_child_words(words) for words in split]
         return cls(kind, sorted({w for words in split for w in words}))

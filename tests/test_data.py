@@ -108,7 +108,25 @@ def test_the_parent_child_vocabulary_writes_each_child_right_after_its_parent_an
     ratio = sum(len(tok.encode(t)) for t in texts) / sum(len(words.encode(t)) for t in texts)
     assert 0.5 < ratio < 0.6  # the same questions in a little over half the tokens
     with pytest.raises(DataError, match="--vocab parent-child: .* does not read back from parent-child statements"):
-        Tokenizer.build("parent-child", ["Every vumpus is a brimpus. Max is not wooden.\n"])  # ProntoQA's text
+        Tokenizer.build("parent-child", ["Every vumpus is a brimpus\n"])  # no statement without its period
+
+
+def test_the_parent_child_vocabulary_names_each_prontoqa_concept_with_one_token_whatever_form_the_rule_takes():
+    """ProntoQA writes a rule three ways ("Every X is a Y.", "Each X is a Y.", "Xes are Yes."): as [its template,
+    parent, child] the concept is one token in all of them, and each official question reads back exactly."""
+    records = tasks.prontoqa_file(shared_file("prontoqa_5hop_0shot_random_sample.json"))
+    texts = [t for r in records for t in data.record_texts(r)]
+    words, tok = Tokenizer.build("words", texts), Tokenizer.build("parent-child", texts)
+    assert all(tok.decode(tok.encode(t)) == t for t in texts)
+    pieces = lambda text: [tok.pieces[i] for i in tok.encode(text)]  # noqa: E731
+    assert pieces("Max is a vumpus. Each vumpus is a brimpus.") == ["Max", "vumpus", ".", "Each _ is a _ .",
+                                                                    "vumpus", "brimpus"]
+    assert pieces("Brimpuses are grimpuses. Every impus is an impus.") == ["_es are _es .", "brimpus", "grimpus",
+                                                                           "Every _ is an _ .", "impus", "impus"]
+    assert pieces("Numpuses are not wooden. Max is not wooden.") == ["_es are not _ .", "numpus", "wooden",
+                                                                     "_ is not _ .", "Max", "wooden"]
+    ratio = sum(len(tok.encode(r["question"])) for r in records) / sum(len(words.encode(r["question"])) for r in records)
+    assert 0.6 < ratio < 0.65  # the same questions in under two thirds of the tokens
 
 
 def test_a_checkpoint_of_the_vocabulary_under_its_old_name_pairs_loads_as_parent_child(generated):
