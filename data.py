@@ -119,14 +119,15 @@ def layout(n_steps, stage, cur):
 
 
 def step_opener(samples):
-    """The token that opens steps in most questions: "Every" on ProsQA, "<<" on GSM8k (the row the reference
-    copies into its three new tokens). None where no token does (each ProntoQA question's steps open with its own
-    name: a fixed row would name someone else) or there are no steps."""
+    """The token that opens steps in three questions of four or more: "Every" on ProsQA, "<<" on GSM8k (the row
+    the reference copies into its three new tokens). None where no token does (each ProntoQA question's steps open
+    with its own name: a fixed row would name someone else; in the parent-child layout "_ is _ ." opens the last
+    step of half the questions, a coin flip that no fork should hang on) or there are no steps."""
     firsts = [{step[0] for step in sample["steps"] if step} for sample in samples]
     counts = Counter(t for tokens in firsts for t in tokens)
     with_steps = sum(1 for tokens in firsts if tokens)
     token, n = counts.most_common(1)[0] if counts else (None, 0)
-    return token if 2 * n > with_steps else None
+    return token if 4 * n >= 3 * with_steps else None
 
 
 def thought_prefix(sample, n_thoughts, markers, special):

@@ -243,11 +243,14 @@ def test_stage_mixing_draws_stages_uniformly(tok, prosqa):
 
 
 def test_the_step_opener_is_every_on_prosqa_the_references_row_on_gsm8k_and_none_on_prontoqa(tok):
-    """The token opening most steps, which a fork's <|start-latent|> starts as: on GSM8k it is "<<", the row the
-    reference copies into its three new tokens; no token opens most of ProntoQA's."""
+    """The token opening steps in three questions of four, which a fork's <|start-latent|> starts as: on GSM8k it is
+    "<<", the row the reference copies into its three new tokens; no token opens ProntoQA's, in either layout."""
     openers = [data.step_opener([tokenize_record(tok, r) for r in real_records(name)])
                for name in ("prosqa", "gsm8k", "prontoqa")]
     assert openers == [tok.encode("Every")[0], data.GPT2_INIT_ID, None]  # ProntoQA's open with the entity's name
+    prontoqa = real_records("prontoqa")
+    pairs = Tokenizer.build("parent-child", [t for r in prontoqa for t in data.record_texts(r)])
+    assert data.step_opener([tokenize_record(pairs, r) for r in prontoqa]) is None  # "_ is _ ." opens 52 % of them
     assert data.step_opener([{"steps": []}]) is None
 
 
