@@ -263,12 +263,13 @@ def parent_child_words(words):
     while i < len(words):
         w = words[i:i + 6]
         s = words[i:words.index(".", i) + 1] if "." in words[i:i + 7] else []
+        template = statement_template(s) if len(s) >= 4 else None
         if len(w) == 6 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[5] == ".":
             out, i = out + ["Every", w[1], w[4]], i + 6
         elif len(w) >= 5 and w[0] != "Every" and w[1:3] == ["is", "a"] and w[4] == ".":
             out, i = out + [w[0], w[3], "."], i + 5
-        elif 4 <= len(s) <= 7 and statement_template(s):
-            out, i = out + statement_template(s), i + len(s)
+        elif template:
+            out, i = out + template, i + len(s)
         else:
             out, i = out + [words[i]], i + 1
     return out
