@@ -121,8 +121,8 @@ def layout(n_steps, stage, cur):
 def step_opener(samples):
     """The token that opens steps in three questions of four or more: "Every" on ProsQA, "<<" on GSM8k (the row
     the reference copies into its three new tokens). None where no token does (each ProntoQA question's steps open
-    with its own name: a fixed row would name someone else; in the parent-child layout "_ is _ ." opens the last
-    step of half the questions, a coin flip that no fork should hang on) or there are no steps."""
+    with its own name: a fixed row would name someone else; a token opening steps in half the questions is a coin
+    flip that no fork should hang on) or there are no steps."""
     firsts = [{step[0] for step in sample["steps"] if step} for sample in samples]
     counts = Counter(t for tokens in firsts for t in tokens)
     with_steps = sum(1 for tokens in firsts if tokens)
@@ -254,11 +254,11 @@ def join_words(words):
 
 def parent_child_words(words):
     """Each statement as parent, then child (--vocab parent-child, beyond the paper). ProsQA's "Every X is a Y."
-    becomes [Every, X, Y] and a person's "Tom is a Y." [Tom, Y, .]; ProntoQA's other forms become their template,
-    then parent, then child: "Brimpuses are not hot." is ["_es are not _ .", brimpus, hot], so that a concept is
-    one token whatever form names it. In every statement the child directly follows its parent, so looking up a
-    node's children is copying the token after it (an induction head); a small CoT from scratch searched ProsQA
-    only in this layout (docs/lab.md, lever c3)."""
+    becomes [Every, X, Y] and a person's "Tom is a Y." [Tom, Y, .]; ProntoQA's other forms the same, with their
+    template last in place of the ".": "Brimpuses are not hot." is [Every, brimpus, hot, "_es are not _ ."], "Max
+    is an impus." [Max, impus, "_ is an _ ."], so that a concept is one token whatever form names it. In every
+    statement the child directly follows its parent, so looking up a node's children is copying the token after
+    it (an induction head); a small CoT from scratch searched ProsQA only in this layout (docs/lab.md, lever c3)."""
     out, i = [], 0
     while i < len(words):
         w = words[i:i + 6]
@@ -276,32 +276,43 @@ def parent_child_words(words):
 
 
 def statement_template(s):
-    """ProntoQA's statement s (words, ending with ".") as [template, parent, child], or None: "Each X is an Y.",
-    "Every X is not P.", "Xes are Yes.", "Max is not P." (its parent and child are single words; a plural's
-    "es" and a subject's capital belong to the template)."""
+    """ProntoQA's statement s (words, ending with ".") as [Every, parent, child, template] (a rule: "Each X is an
+    Y.", "Every X is not P.", "Xes are Yes.") or [parent, child, template] (a fact: "Max is not P."), or None. The
+    template holds the rest: a plural's "es", a subject's capital, "a", "an" and "not"."""
     body = s[1:-1]
     if s[0] in ("Every", "Each") and s[2] == "is" and set(body[2:-1]) <= {"a", "an", "not"}:
-        return [" ".join([s[0], "_"] + body[1:-1] + ["_", "."]), s[1], s[-2]]
+        return ["Every", s[1], s[-2], " ".join([s[0], "_"] + body[1:-1] + ["_", "."])]
     if s[0][:1].isupper() and s[0].endswith("es") and s[1] == "are" and set(body[1:-1]) <= {"not"}:
         plural = s[-2].endswith("es") and s[-2][:1].islower()
-        return [" ".join(["_es"] + body[:-1] + ["_es" if plural else "_", "."]), s[0][0].lower() + s[0][1:-2],
-                s[-2][:-2] if plural else s[-2]]
+        return ["Every", s[0][0].lower() + s[0][1:-2], s[-2][:-2] if plural else s[-2],
+                " ".join(["_es"] + body[:-1] + ["_es" if plural else "_", "."])]
     if s[1] == "is" and s[0][:1].isupper() and s[0] not in ("Every", "Each") and set(body[1:-1]) <= {"an", "not"}:
-        return [" ".join(["_"] + body[:-1] + ["_", "."]), s[0], s[-2]]
+        return [s[0], s[-2], " ".join(["_"] + body[:-1] + ["_", "."])]
     return None
+
+
+def is_template(word):
+    return word.count("_") == 2
+
+
+def fill_template(template, parent, child):
+    """A statement's words from its template: "_es are not _ ." with brimpus, hot -> Brimpuses are not hot ."""
+    names = iter([parent[:1].upper() + parent[1:] if template.startswith("_es") else parent, child])
+    return [next(names) + u[1:] if u[0] == "_" else u for u in template.split()]
 
 
 def statement_words(words):
     """The inverse of parent_child_words: what a model writes as parent and child is read back as the statement."""
     out, i = [], 0
     while i < len(words):
-        w = words[i:i + 3]
-        if len(w) == 3 and w[0].count("_") == 2:  # a template, then parent and child
-            names = iter([w[1][:1].upper() + w[1][1:] if w[0].startswith("_es") else w[1], w[2]])
-            out, i = out + [next(names) + u[1:] if u[0] == "_" else u for u in w[0].split()], i + 3
-        elif len(w) == 3 and w[0] == "Every" and w[1] not in ("is", "\n") and w[2] != "\n":
+        w = words[i:i + 4]
+        if len(w) == 4 and w[0] == "Every" and is_template(w[3]):
+            out, i = out + fill_template(w[3], w[1], w[2]), i + 4
+        elif len(w) >= 3 and w[0] != "Every" and is_template(w[2]):
+            out, i = out + fill_template(w[2], w[0], w[1]), i + 3
+        elif len(w) >= 3 and w[0] == "Every" and w[1] not in ("is", "\n") and w[2] != "\n":
             out, i = out + ["Every", w[1], "is", "a", w[2], "."], i + 3
-        elif len(w) == 3 and w[0][:1].isalpha() and w[1][:1].isalpha() and w[2] == ".":
+        elif len(w) >= 3 and w[0][:1].isalpha() and w[1][:1].isalpha() and w[2] == ".":
             out, i = out + [w[0], "is", "a", w[1], "."], i + 3
         else:
             out, i = out + [words[i]], i + 1
@@ -331,7 +342,7 @@ class Tokenizer:
       question 53 tokens instead of 81. Spaces are put back by rule (join_words); a text spaced otherwise
       (GSM8k's "<<4-2=2>>") cannot be represented, which building the vocabulary reports.
     - "parent-child" (beyond the paper): the words, with ProsQA's and ProntoQA's statements as parent then child
-      (parent_child_words): a question in a half (ProsQA) to two thirds (ProntoQA) of the tokens, the same
+      (parent_child_words): a question in a half (ProsQA) to four fifths (ProntoQA) of the tokens, the same
       information, and every child directly after its parent. Built only for text it reads back exactly.
     A compact vocabulary lists its pieces, then eos and the three Coconut tokens, in GPT-2's order. The
     model, the thought loop and the curriculum only see row ids; `state()` goes into checkpoints.

@@ -112,21 +112,22 @@ def test_the_parent_child_vocabulary_writes_each_child_right_after_its_parent_an
 
 
 def test_the_parent_child_vocabulary_names_each_prontoqa_concept_with_one_token_whatever_form_the_rule_takes():
-    """ProntoQA writes a rule three ways ("Every X is a Y.", "Each X is a Y.", "Xes are Yes."): as [its template,
-    parent, child] the concept is one token in all of them, and each official question reads back exactly."""
+    """ProntoQA writes a rule three ways ("Every X is a Y.", "Each X is a Y.", "Xes are Yes."): as [Every, parent,
+    child, its template] (ProsQA's rule, with the rest of the form last) the concept is one token in all of them,
+    and each official question reads back exactly."""
     records = tasks.prontoqa_file(shared_file("prontoqa_5hop_0shot_random_sample.json"))
     texts = [t for r in records for t in data.record_texts(r)]
     words, tok = Tokenizer.build("words", texts), Tokenizer.build("parent-child", texts)
     assert all(tok.decode(tok.encode(t)) == t for t in texts)
     pieces = lambda text: [tok.pieces[i] for i in tok.encode(text)]  # noqa: E731
-    assert pieces("Max is a vumpus. Each vumpus is a brimpus.") == ["Max", "vumpus", ".", "Each _ is a _ .",
-                                                                    "vumpus", "brimpus"]
-    assert pieces("Brimpuses are grimpuses. Every impus is an impus.") == ["_es are _es .", "brimpus", "grimpus",
-                                                                           "Every _ is an _ .", "impus", "impus"]
-    assert pieces("Numpuses are not wooden. Max is not wooden.") == ["_es are not _ .", "numpus", "wooden",
-                                                                     "_ is not _ .", "Max", "wooden"]
+    assert pieces("Max is a vumpus. Each vumpus is a brimpus.") == ["Max", "vumpus", ".",
+                                                                    "Every", "vumpus", "brimpus", "Each _ is a _ ."]
+    assert pieces("Brimpuses are grimpuses. Every impus is an impus.") == [
+        "Every", "brimpus", "grimpus", "_es are _es .", "Every", "impus", "impus", "Every _ is an _ ."]
+    assert pieces("Numpuses are not wooden. Max is not wooden.") == ["Every", "numpus", "wooden", "_es are not _ .",
+                                                                     "Max", "wooden", "_ is not _ ."]
     ratio = sum(len(tok.encode(r["question"])) for r in records) / sum(len(words.encode(r["question"])) for r in records)
-    assert 0.6 < ratio < 0.65  # the same questions in under two thirds of the tokens
+    assert 0.75 < ratio < 0.8  # the same questions in under four fifths of the tokens
 
 
 def test_a_checkpoint_of_the_vocabulary_under_its_old_name_pairs_loads_as_parent_child(generated):
@@ -250,7 +251,7 @@ def test_the_step_opener_is_every_on_prosqa_the_references_row_on_gsm8k_and_none
     assert openers == [tok.encode("Every")[0], data.GPT2_INIT_ID, None]  # ProntoQA's open with the entity's name
     prontoqa = real_records("prontoqa")
     pairs = Tokenizer.build("parent-child", [t for r in prontoqa for t in data.record_texts(r)])
-    assert data.step_opener([tokenize_record(pairs, r) for r in prontoqa]) is None  # "_ is _ ." opens 52 % of them
+    assert data.step_opener([tokenize_record(pairs, r) for r in prontoqa]) is None
     assert data.step_opener([{"steps": []}]) is None
 
 
