@@ -262,23 +262,21 @@ def parent_child_words(words):
     out, i = [], 0
     while i < len(words):
         w = words[i:i + 6]
-        s = words[i:words.index(".", i) + 1] if "." in words[i:i + 7] else []
-        template = statement_template(s) if len(s) >= 4 else None
         if len(w) == 6 and w[0] == "Every" and w[2:4] == ["is", "a"] and w[5] == ".":
             out, i = out + ["Every", w[1], w[4]], i + 6
         elif len(w) >= 5 and w[0] != "Every" and w[1:3] == ["is", "a"] and w[4] == ".":
             out, i = out + [w[0], w[3], "."], i + 5
-        elif template:
-            out, i = out + template, i + len(s)
         else:
-            out, i = out + [words[i]], i + 1
+            statement = words[i:words.index(".", i) + 1] if "." in words[i:i + 7] else []
+            template = statement_template(statement) if len(statement) >= 4 else None
+            out, i = (out + template, i + len(statement)) if template else (out + [words[i]], i + 1)
     return out
 
 
 def statement_template(s):
-    """ProntoQA's statement s (words, ending with ".") as [Every, parent, child, template] (a rule: "Each X is an
-    Y.", "Every X is not P.", "Xes are Yes.") or [parent, child, template] (a fact: "Max is not P."), or None. The
-    template holds the rest: a plural's "es", a subject's capital, "a", "an" and "not"."""
+    """ProntoQA's statement s (4 to 7 words, ending with ".") as [Every, parent, child, template] (a rule: "Each X
+    is an Y.", "Every X is not P.", "Xes are Yes.") or [parent, child, template] (a fact: "Max is not P."), or None.
+    The template holds the rest: a plural's "es", a subject's capital, "a", "an" and "not"."""
     body = s[1:-1]
     if s[0] in ("Every", "Each") and s[2] == "is" and set(body[2:-1]) <= {"a", "an", "not"}:
         return ["Every", s[1], s[-2], " ".join([s[0], "_"] + body[1:-1] + ["_", "."])]
