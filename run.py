@@ -395,7 +395,7 @@ def check_lengths(named_samples, stages, args, tok, block_size):
 def epoch_records(args, epoch, seen):
     """Generated data: epoch `epoch`'s training questions, none of `seen` (their keys join it)."""
     if args.dataset == "prontoqa":
-        return tasks.prontoqa_epoch(args.seed, epoch, args.train_size, seen)
+        return tasks.prontoqa_epoch(args.seed, epoch, args.train_size, seen, tuple(args.path))
     return tasks.prosqa_epoch(args.seed, epoch, args.train_size, tuple(args.nodes), tuple(args.path), seen)
 
 

@@ -281,11 +281,11 @@ def prosqa_epoch(seed, epoch, size, nodes, path, seen):
 
 def ensure_held_out(data_dir, dataset, seed, nodes, path, sizes):
     """{split: path} of a generated run's validation and test questions in data_dir, generated if missing: a pure
-    function of the seed (and ProsQA's graph sizes), so a run folder (or a shipped model) finds the same
+    function of the seed (and the graph sizes and path lengths), so a run folder (or a shipped model) finds the same
     questions anywhere."""
     paths = {s: os.path.join(data_dir, f"{dataset}_{s}.json") for s in sizes}
     if not all(os.path.exists(p) for p in paths.values()):
-        splits = (generate_prontoqa(sizes, seed) if dataset == "prontoqa" else
+        splits = (generate_prontoqa(sizes, seed, tuple(path)) if dataset == "prontoqa" else
                   generate_prosqa(sizes, seed, tuple(nodes), tuple(path)))
         for s, records in splits.items():
             write_json_atomic(records, paths[s])
@@ -354,8 +354,10 @@ PRONTOQA_PROPERTIES = ["sweet", "sour", "feisty", "angry", "slow", "fast", "temp
 PRONTOQA_NAMES = ["Alex", "Fae", "Max", "Polly", "Rex", "Sally", "Sam", "Stella", "Wren"]
 
 
-def prontoqa_sample(rng, hops=5, n_branches=6):
-    """Chain entity -> c0 -> ... -> c_{hops-1} -> property, with distractors, 25 statements like the official."""
+def prontoqa_sample(rng, hops=5):
+    """Chain entity -> c0 -> ... -> c_{hops-1} -> property, with distractors: at 5 hops 25 statements like the
+    official; fewer hops keep its shape (a branch more than hops)."""
+    n_branches = hops + 1
     concepts = rng.sample(PRONTOQA_CONCEPTS, hops + n_branches + 3)
     chain, branches = concepts[:hops], concepts[hops:hops + n_branches]
     decoy, decoy_parent, opposite = concepts[hops + n_branches:]
@@ -408,22 +410,24 @@ def generate_prontoqa_raw(n, seed=0):
     return {f"example{i + 1}": prontoqa_sample(rng) for i in range(n)}
 
 
-def prontoqa_record(rng):
-    return prontoqa_from_generator({"example": prontoqa_sample(rng)})[0]
+def prontoqa_record(rng, hops=(5, 5)):
+    """One record of `hops` (min, max) hops; the official 5 draws no number, so its questions stay the same."""
+    n = hops[0] if hops[0] == hops[1] else rng.randint(*hops)
+    return prontoqa_from_generator({"example": prontoqa_sample(rng, n)})[0]
 
 
-def generate_prontoqa(sizes, seed=0):
+def generate_prontoqa(sizes, seed=0, hops=(5, 5)):
     """Splits of our ProntoQA records, held out as ProsQA's are: validation and test questions only from the
     held-out tenth (is_held_out), never one question twice."""
     rng, seen = random.Random(seed), set()
-    return {split: draw_records(lambda: prontoqa_record(rng), size, split in HELD_OUT_SPLITS, seen)
+    return {split: draw_records(lambda: prontoqa_record(rng, hops), size, split in HELD_OUT_SPLITS, seen)
             for split, size in sizes.items()}
 
 
-def prontoqa_epoch(seed, epoch, size, seen):
+def prontoqa_epoch(seed, epoch, size, seen, hops=(5, 5)):
     """ProntoQA's endless stream, as prosqa_epoch draws ProsQA's."""
     rng = random.Random(f"prontoqa-stream-{seed}-{epoch}")
-    return draw_records(lambda: prontoqa_record(rng), size, False, seen)
+    return draw_records(lambda: prontoqa_record(rng, hops), size, False, seen)
 
 
 def prontoqa_vocabulary_texts():

@@ -108,7 +108,8 @@ def get_args(argv=None):
                    "--model tiny: 1 draws them from its generator too"))
     p.add_argument("--val_size", type=positive_int, help=h("val_size", "use the first N validation records"))
     p.add_argument("--nodes", type=int, nargs=2, help=h("nodes", "generated ProsQA graph sizes (min max)"))
-    p.add_argument("--path", type=int, nargs=2, help=h("path", "generated ProsQA path lengths (min max)"))
+    p.add_argument("--path", type=int, nargs=2, help=h("path", "generated ProsQA path lengths, ProntoQA hops "
+                                                       "(min max)"))
     p.add_argument("--max_new_tokens", type=positive_int, help=h("max_new_tokens"))
     p.add_argument("--out_dir", help="default out/<recipe>, else out/<dataset>-<method>-c<c>")
     p.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
@@ -154,9 +155,13 @@ def resolve(args, device):
     args.generated_data = laptop or (args.model == "tiny" and args.dataset == "prontoqa" and args.data_dir is None
                                      and args.stream == 1)
     if args.generated_data and not laptop:  # --stream 1 on ProntoQA: its generator's questions, fresh every epoch
-        args.train_size, args.data_dir = args.train_size or tasks.PRONTOQA_SIZES["train"], f"data/prontoqa-s{args.seed}"
-        notes.append(f"data: ProntoQA (5 hops) from tasks.py's generator: {args.train_size} fresh questions every "
-                     f"epoch (none ever repeated); validation and test questions held out in {args.data_dir}")
+        hops = args.path = tuple(args.path or (5, 5))  # the official 5; fewer teach the lookup on shorter chains
+        name = "" if hops == (5, 5) else f"-p{hops[0]}-{hops[1]}"
+        args.train_size = args.train_size or tasks.PRONTOQA_SIZES["train"]
+        args.data_dir = f"data/prontoqa{name}-s{args.seed}"
+        notes.append(f"data: ProntoQA ({hops[0]}-{hops[1]} hops) from tasks.py's generator: {args.train_size} fresh "
+                     f"questions every epoch (none ever repeated); validation and test questions held out in "
+                     f"{args.data_dir}")
     if laptop:
         args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
@@ -195,6 +200,8 @@ def check_args(args, world):
             tasks.check_generator_flags(args.nodes, args.path)
         except data.DataError as e:
             fail(str(e))
+    need(not args.generated_data or args.dataset == "prosqa" or 1 <= args.path[0] <= args.path[1] <= 6, "--path",
+         " ".join(map(str, args.path or ())), "ProntoQA's hops: from 1 to 6, MIN at most MAX (17 concept names)")
     need(not os.path.isfile(args.out_dir), "--out_dir", args.out_dir, "is a file, not a folder")
     last = os.path.join(args.out_dir, "last.pt")
     if not args.resume and os.path.exists(last):

@@ -100,6 +100,8 @@ def test_flags_argparse_rejects_are_one_line_too(mini_dir, tmp_path, flags, star
     (["--nodes", "4", "5"], "error: --nodes 4 5: MIN must be at most MAX, at least 6 (a 2-step path, two people, a "
                             "negative and a concept above it) and MAX at most 40 (38 concept names)"),
     (["--path", "3", "2"], "error: --path 3 2: MIN must be at least 1 and at most MAX"),
+    (["--dataset", "prontoqa", "--model", "tiny", "--stream", "1", "--path", "2", "7"],
+     "error: --path 2 7: ProntoQA's hops: from 1 to 6, MIN at most MAX (17 concept names)"),
 ])
 def test_bad_generator_flags_of_the_laptop_recipe_write_no_data(tmp_path, monkeypatch, flags, line):
     monkeypatch.chdir(tmp_path)  # the laptop recipe would generate into ./data

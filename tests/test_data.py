@@ -431,6 +431,22 @@ def test_prontoqa_generator_matches_the_official_sample():
         assert (e["query"][len("True or false: "):] == final) == (e["answer"] == "True")
 
 
+def test_fewer_prontoqa_hops_keep_the_official_shape_and_five_draws_the_same_questions():
+    """--path on ProntoQA: a question of h hops has the official shape scaled (4h + 5 statements, a branch more
+    than hops), h + 1 steps, every rule of its chain stated; (5, 5), the default, draws no hop count, so the
+    5-hop questions of every seed stay what they were."""
+    records = tasks.generate_prontoqa({"valid": 300}, seed=3, hops=(1, 3))["valid"]
+    hops = [len(r["steps"]) - 1 for r in records]
+    assert set(hops) == {1, 2, 3}
+    for r, h in zip(records, hops):
+        assert r["question"].count(". ") + 1 == 4 * h + 5 + 1  # the statements and the query
+        assert all(s.split(". ")[1] in r["question"] for s in r["steps"][:-1])
+        assert data.prontoqa_by_mentions(r) == r["answer"]
+    assert tasks.generate_prontoqa({"valid": 20}, seed=3, hops=(5, 5)) == tasks.generate_prontoqa({"valid": 20}, 3)
+    assert tasks.generate_prontoqa({"valid": 1}, seed=3)["valid"][0]["question"].startswith(
+        "Each vumpus is a lorpus. Each impus is blue.")
+
+
 def test_the_deeper_option_answers_most_official_prosqa_questions_without_the_one_hop_shortcut():
     """ProsQA's second cheap rule: the target is the farthest leaf the person reaches, so it lies deeper than the
     other option (farther from the graph's top) or as deep, never shallower; of the official validation split's
