@@ -434,7 +434,7 @@ def prontoqa_vocabulary_texts():
     """Texts that use every word the ProntoQA generator can write (as prosqa_vocabulary_texts)."""
     c, names = PRONTOQA_CONCEPTS, PRONTOQA_NAMES
     question = " ".join([f"Every {x} is a {x}. Each {x} is an {x}. {x.capitalize()}es are {x}es." for x in c] +
-                        [f"Every {c[0]} is not {p}." for p in PRONTOQA_PROPERTIES] +
+                        [f"Every {c[0]} is {p}. Every {c[0]} is not {p}." for p in PRONTOQA_PROPERTIES] +
                         [f"{n} is a {c[0]}." for n in names] + ["True or false: Max is not sweet."])
     return record_texts({"question": question, "steps": [], "answer": "True"}) + ["### False"]
 
