@@ -255,7 +255,7 @@ def join_words(words):
 def parent_child_words(words):
     """Each statement as parent, then child (--vocab parent-child, beyond the paper). ProsQA's "Every X is a Y."
     becomes [Every, X, Y] and a person's "Tom is a Y." [Tom, Y, .]; ProntoQA's other forms the same, with their
-    template last in place of the ".": "Brimpuses are not hot." is [Every, brimpus, "not hot", "_es are _ ."], "Max
+    template last in place of the ".": "Brimpuses are not hot." is [Every, brimpus, not, hot, "_es are _ ."], "Max
     is an impus." [Max, impus, "_ is an _ ."], so that a concept is one token whatever form names it. In every
     statement the child directly follows its parent, so looking up a node's children is copying the token after
     it (an induction head); a small CoT from scratch searched ProsQA only in this layout (docs/lab.md, lever c3)."""
@@ -276,18 +276,18 @@ def parent_child_words(words):
 def statement_template(s):
     """ProntoQA's statement s (4 to 7 words, ending with ".") as [Every, parent, child, template] (a rule: "Each X
     is an Y.", "Every X is not P.", "Xes are Yes.") or [parent, child, template] (a fact: "Max is not P."), or None.
-    The template holds the rest of the form: a plural's "es", a subject's capital, "a", "an". "not" goes with the
-    child ("not P" is one token): the rule that gives P and the distractor that gives "not P" then have children of
-    their own, so the template is found after one token, not after a pair (docs/lab.md)."""
-    body, child = s[1:-1], ("not " if "not" in s else "") + s[-2]
+    The template holds the rest of the form: a plural's "es", a subject's capital, "a", "an". A "not" stays a word
+    of its own, before the child ("Every X not P"): the polarity is then found after the parent, one token, where
+    after the child it needed the pair, since a distractor gives the queried property's opposite (docs/lab.md)."""
+    body, neg = s[1:-1], ["not"] if "not" in s else []
     if s[0] in ("Every", "Each") and s[2] == "is" and set(body[2:-1]) <= {"a", "an", "not"}:
-        return ["Every", s[1], child, " ".join([s[0], "_"] + [w for w in body[1:-1] if w != "not"] + ["_", "."])]
+        return ["Every", s[1], *neg, s[-2], " ".join([s[0], "_"] + [w for w in body[1:-1] if w != "not"] + ["_", "."])]
     if s[0][:1].isupper() and s[0].endswith("es") and s[1] == "are" and set(body[1:-1]) <= {"not"}:
         plural = s[-2].endswith("es") and s[-2][:1].islower()
-        return ["Every", s[0][0].lower() + s[0][1:-2], child[:-2] if plural else child,
+        return ["Every", s[0][0].lower() + s[0][1:-2], *neg, s[-2][:-2] if plural else s[-2],
                 " ".join(["_es", "are", "_es" if plural else "_", "."])]
     if s[1] == "is" and s[0][:1].isupper() and s[0] not in ("Every", "Each") and set(body[1:-1]) <= {"an", "not"}:
-        return [s[0], child, " ".join(["_"] + [w for w in body[:-1] if w != "not"] + ["_", "."])]
+        return [s[0], *neg, s[-2], " ".join(["_"] + [w for w in body[:-1] if w != "not"] + ["_", "."])]
     return None
 
 
@@ -303,7 +303,10 @@ def fill_template(template, parent, child):
 
 def statement_words(words):
     """The inverse of parent_child_words: what a model writes as parent and child is read back as the statement."""
-    out, i = [], 0
+    merged = []  # ProntoQA's [not, P] is read back as one child, "not P"
+    for w in words:
+        merged = merged[:-1] + ["not " + w] if merged[-1:] == ["not"] else merged + [w]
+    out, i, words = [], 0, merged
     while i < len(words):
         w = words[i:i + 4]
         if len(w) == 4 and w[0] == "Every" and is_template(w[3]):

@@ -114,9 +114,10 @@ def test_the_parent_child_vocabulary_writes_each_child_right_after_its_parent_an
 def test_the_parent_child_vocabulary_names_each_prontoqa_concept_with_one_token_whatever_form_the_rule_takes():
     """ProntoQA writes a rule three ways ("Every X is a Y.", "Each X is a Y.", "Xes are Yes."): as [Every, parent,
     child, its template] (ProsQA's rule, with the rest of the form last) the concept is one token in all of them,
-    and each official question reads back exactly. A property keeps its "not" ("not wooden" is one token): in
-    every official question the rule giving the queried property and its distractor giving the opposite then have
-    different children, as every other pair of rules does, so a rule's template follows one token of its own."""
+    and each official question reads back exactly. A "not" comes before the child (Every numpus not wooden): the
+    rule giving the queried property and its distractor giving the opposite end alike, but what follows each
+    rule's parent is its own in every official question (no parent has two rules led by "not"), so a rule's
+    polarity is found after one token, its parent."""
     records = tasks.prontoqa_file(shared_file("prontoqa_5hop_0shot_random_sample.json"))
     texts = [t for r in records for t in data.record_texts(r)]
     words, tok = Tokenizer.build("words", texts), Tokenizer.build("parent-child", texts)
@@ -126,15 +127,14 @@ def test_the_parent_child_vocabulary_names_each_prontoqa_concept_with_one_token_
                                                                     "Every", "vumpus", "brimpus", "Each _ is a _ ."]
     assert pieces("Brimpuses are grimpuses. Every impus is an impus.") == [
         "Every", "brimpus", "grimpus", "_es are _es .", "Every", "impus", "impus", "Every _ is an _ ."]
-    assert pieces("Numpuses are not wooden. Max is not wooden.") == ["Every", "numpus", "not wooden", "_es are _ .",
-                                                                     "Max", "not wooden", "_ is _ ."]
+    assert pieces("Numpuses are not wooden. Max is not wooden.") == ["Every", "numpus", "not", "wooden",
+                                                                     "_es are _ .", "Max", "not", "wooden", "_ is _ ."]
     for r in records:
         p = pieces(r["question"])
-        children = [p[i + 2] for i in range(len(p)) if p[i] == "Every"]
-        assert len(children) == 23 and len(set(children)) == 23
-        assert len({c.removeprefix("not ") for c in children}) == 22  # without "not", those two would be one
+        after_parent = [(p[i + 1], p[i + 2]) for i in range(len(p)) if p[i] == "Every"]
+        assert len(after_parent) == 23 and len(set(after_parent)) == 23
     ratio = sum(len(tok.encode(r["question"])) for r in records) / sum(len(words.encode(r["question"])) for r in records)
-    assert 0.75 < ratio < 0.8  # the same questions in under four fifths of the tokens
+    assert 0.8 < ratio < 0.82  # the same questions in about four fifths of the tokens
 
 
 def test_a_checkpoint_of_the_vocabulary_under_its_old_name_pairs_loads_as_parent_child(generated):
