@@ -274,8 +274,9 @@ def parent_child_words(words):
 
 
 def statement_template(s):
-    """ProntoQA's statement s (4 to 7 words, ending with ".") as [Every, parent, child, template] (a rule: "Each X
-    is an Y.", "Every X is not P.", "Xes are Yes.") or [parent, child, template] (a fact: "Max is not P."), or None.
+    """ProntoQA's statement s (4 to 7 words, ending with ".") as [Every, parent, (not,) child, template] (a rule:
+    "Each X is an Y.", "Every X is not P.", "Xes are Yes.") or [parent, (not,) child, template] (a fact: "Max is
+    not P."), or None.
     The template holds the rest of the form: a plural's "es", a subject's capital, "a", "an". A "not" stays a word
     of its own, before the child ("Every X not P"): the polarity is then found after the parent, one token, where
     after the child it needed the pair, since a distractor gives the queried property's opposite (docs/lab.md)."""
