@@ -247,13 +247,31 @@ def build_model(args, tok, device):
     return coconut_for(gpt, tok, args.method).to(device)
 
 
-def vocabulary(args, texts, inherited):
-    """The run's vocabulary: a checkpoint's own (its rows mean its pieces), or one built from the data."""
+def vocabulary(args, texts, inherited, log=print):
+    """The run's vocabulary: a checkpoint's own (its rows mean its pieces), or one built from the data. A
+    checkpoint trained on other data gains a row for each word of this data it lacks (as GPT-2 gains Coconut's
+    three): its blocks, with their lookups, carry over to a new task."""
     if not inherited:
         return data.Tokenizer.build(args.vocab, texts)
     tok = data.Tokenizer.from_state(inherited["vocab"])
     need(tok.kind == args.vocab, "--vocab", args.vocab, f"{inherited['path']} was trained with --vocab {tok.kind}")
-    return tok
+    new = [] if tok.pieces is None else [p for p in data.Tokenizer.build(tok.kind, texts).pieces if p not in tok.row_of]
+    if new:
+        log(f"vocabulary: {len(new)} words {inherited['path']} never saw get new rows ({', '.join(new[:5])}, ...)")
+    return data.Tokenizer(tok.kind, tok.pieces + new) if new else tok
+
+
+def rows_moved(init, tok, new_rows):
+    """init's model weights for a vocabulary that grew (`vocabulary`): each of its rows where `tok` puts the same
+    piece or Coconut token, the others from `new_rows` (a new model's embedding); None where nothing grew."""
+    old = data.Tokenizer.from_state(init["vocab"])
+    if old.vocab_size == tok.vocab_size:
+        return None
+    state, grown = dict(init["model"]), new_rows.detach().cpu().clone()
+    grown[[tok.row_of[p] for p in old.pieces] + list(tok.special)] = \
+        state["transformer.wte.weight"][list(range(len(old.pieces))) + list(old.special)].to(grown.dtype)
+    state["transformer.wte.weight"] = state["lm_head.weight"] = grown
+    return dict(init, model=state)
 
 
 def model_for(args, tok, device, init, resumed, samples, log):
@@ -261,10 +279,7 @@ def model_for(args, tok, device, init, resumed, samples, log):
     (--resume) the run's own."""
     coconut = build_model(args, tok, device)
     if init:
-        if init["model_config"]["vocab_size"] != coconut.model.config.vocab_size:
-            fail(f"--init_from {init['path']}: vocabulary of {init['model_config']['vocab_size']} rows, this model "
-                 f"has {coconut.model.config.vocab_size}")
-        load_weights(coconut, init)
+        load_weights(coconut, rows_moved(init, tok, coconut.model.transformer.wte.weight) or init)
         thoughts_begin = data.METHODS[args.method].markers and not data.METHODS[init["meta"]["method"]].markers
         if args.start_latent == "opener" and thoughts_begin and not resumed:
             start_as_step_opener(coconut, tok, samples, log)

@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, TINY_FLAGS, gpt2_tokenizer, shared_file
 import data
 import tasks
-from run import load_checkpoint, model_for, seen_keys, seen_tensor
+from run import load_checkpoint, model_for, model_from_checkpoint, seen_keys, seen_tensor, vocabulary
 import eval as ev
 import train
 
@@ -266,6 +266,30 @@ def test_a_fork_of_a_cot_starts_the_first_thought_as_the_step_opener(mini_dir, t
         kept, cot, _ = fork(*flags)
         assert all(torch.equal(kept[k], cot[k]) for k in cot)
     assert len(said) == 1
+
+
+def test_a_checkpoint_started_on_new_data_gains_rows_for_its_words_and_reads_the_old_ones_as_before():
+    """--init_from the ProsQA CoT on ProntoQA: the vocabulary is the checkpoint's, then a row for each ProntoQA word
+    it never saw (as GPT-2 gains Coconut's three); every old row moves with its piece, so on a text the checkpoint
+    could read the logits of its own pieces are the same bit for bit."""
+    cot = os.path.join(ROOT, "models", "prosqa-mini-cot")
+    args = train.get_args(["--dataset", "prontoqa", "--stream", "1", "--path", "1", "2", "--method", "cot",
+                           "--init_from", cot, "--device", "cpu"])
+    init = train.resolve(args, "cpu")[1]
+    old_co, old = model_from_checkpoint(init, "cpu")
+    records = tasks.generate_prontoqa({"valid": 20}, seed=1, hops=(1, 2))["valid"]
+    said = []
+    tok = vocabulary(args, [t for r in records for t in data.record_texts(r)], init, said.append)
+    new = tok.pieces[len(old.pieces):]
+    assert tok.pieces[:len(old.pieces)] == old.pieces and "Every _ is _ ." in new and "Every" not in new
+    assert said[0].startswith(f"vocabulary: {len(new)} words {init['path']} never saw get new rows")
+    co = model_for(args, tok, "cpu", init, None, [], said.append)
+    text = "Tom is a wumpus.\nEvery wumpus is a yumpus.\n### yumpus"
+    with torch.no_grad():
+        before = old_co(torch.tensor([old.encode(text)])).logits
+        after = co(torch.tensor([tok.encode(text)])).logits
+    kept = [tok.row_of[p] for p in old.pieces] + list(tok.special)
+    assert old.encode(text) == tok.encode(text) and torch.equal(after[..., kept], before)
 
 
 # --- the endless stream of generated ProsQA-mini (--stream 1, the laptop recipe's data) -------------------------
