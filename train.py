@@ -159,9 +159,9 @@ def resolve(args, device):
         name = "" if hops == (5, 5) else f"-p{hops[0]}-{hops[1]}"
         args.train_size = args.train_size or tasks.PRONTOQA_SIZES["train"]
         args.data_dir = f"data/prontoqa{name}-s{args.seed}"
-        notes.append(f"data: ProntoQA ({hops[0]}-{hops[1]} hops) from tasks.py's generator: {args.train_size} fresh "
-                     f"questions every epoch (none ever repeated); validation and test questions held out in "
-                     f"{args.data_dir}")
+        notes.append(f"data: ProntoQA ({'-'.join(map(str, sorted(set(hops))))} hops) from tasks.py's generator: "
+                     f"{args.train_size} fresh questions every epoch (none ever repeated); validation and test "
+                     f"questions held out in {args.data_dir}")
     if laptop:
         args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
         training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
