@@ -154,27 +154,31 @@ def resolve(args, device):
         args.vocab = "gpt2" if args.model != "tiny" else "parent-child" if args.dataset == "prosqa" else "words"
     args.generated_data = laptop or (args.model == "tiny" and args.dataset == "prontoqa" and args.data_dir is None
                                      and args.stream == 1)
-    if args.generated_data and not laptop:  # --stream 1 on ProntoQA: its generator's questions, fresh every epoch
-        hops = args.path = tuple(args.path or (5, 5))  # the official 5; fewer teach the lookup on shorter chains
-        name = "" if hops == (5, 5) else f"-p{hops[0]}-{hops[1]}"
-        args.train_size = args.train_size or tasks.PRONTOQA_SIZES["train"]
-        args.data_dir = f"data/prontoqa{name}-s{args.seed}"
-        notes.append(f"data: ProntoQA ({'-'.join(map(str, sorted(set(hops))))} hops) from tasks.py's generator: "
-                     f"{args.train_size} fresh questions every epoch (none ever repeated); validation and test "
-                     f"questions held out in {args.data_dir}")
-    if laptop:
-        args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
-        training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
-                    f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
-        notes.append(f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-"
-                     f"{args.path[1]} steps) from tasks.py's generator: {training}; validation and test questions "
-                     f"held out in {args.data_dir}. A laptop recipe; the paper's ProsQA is --model gpt2 "
-                     "--data_dir data")
+    if args.generated_data:
+        notes.append(generated_data(args, laptop))
     if args.start_epoch is None:
         args.start_epoch = args.epochs_per_stage[0] if args.init_from else 0
     args.data_dir = args.data_dir or "data"
     args.out_dir = args.out_dir or os.path.join("out", args.recipe or f"{args.dataset}-{args.method}-c{args.c}")
     return notes, init
+
+
+def generated_data(args, laptop):
+    """Where a run on generated questions keeps its held-out questions (data/<name>-s<seed>); the note saying so."""
+    if not laptop:  # --stream 1 on ProntoQA: its generator's questions, fresh every epoch
+        hops = args.path = tuple(args.path or (5, 5))  # the official 5; fewer teach the lookup on shorter chains
+        name = "" if hops == (5, 5) else f"-p{hops[0]}-{hops[1]}"
+        args.train_size = args.train_size or tasks.PRONTOQA_SIZES["train"]
+        args.data_dir = f"data/prontoqa{name}-s{args.seed}"
+        return (f"data: ProntoQA ({'-'.join(map(str, sorted(set(hops))))} hops) from tasks.py's generator: "
+                f"{args.train_size} fresh questions every epoch (none ever repeated); validation and test "
+                f"questions held out in {args.data_dir}")
+    args.data_dir = f"data/prosqa-mini-n{args.nodes[0]}-{args.nodes[1]}-p{args.path[0]}-{args.path[1]}-s{args.seed}"
+    training = (f"{args.train_size} fresh questions every epoch (none ever repeated)" if args.stream else
+                f"one fixed set of {args.train_size} questions, repeated every epoch (--stream 0)")
+    return (f"data: ProsQA-mini ({args.nodes[0]}-{args.nodes[1]} nodes, paths of {args.path[0]}-{args.path[1]} "
+            f"steps) from tasks.py's generator: {training}; validation and test questions held out in "
+            f"{args.data_dir}. A laptop recipe; the paper's ProsQA is --model gpt2 --data_dir data")
 
 
 def check_args(args, world):
