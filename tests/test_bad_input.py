@@ -65,9 +65,9 @@ def refused(call, args):
      "error: --frontier_loss 1.0: scores thoughts on a graph: only for --dataset prosqa and --method coconut or "
      "no-curriculum"),
     (["--recipe", "prosqa-mini-nothing"], "error: --recipe prosqa-mini-nothing: no recipes/prosqa-mini-nothing.txt; "
-     "expected one of prosqa-hard-coconut, prosqa-hard-cot, prosqa-mini-coconut, prosqa-mini-coconut-analysis, "
-     "prosqa-mini-coconut-c2, prosqa-mini-coconut-c2-analysis, prosqa-mini-coconut-frontier, "
-     "prosqa-mini-coconut-mixed, prosqa-mini-cot, prosqa-mini-no-cot"),
+     "expected one of prontoqa-cot, prosqa-hard-coconut, prosqa-hard-cot, prosqa-mini-coconut, "
+     "prosqa-mini-coconut-analysis, prosqa-mini-coconut-c2, prosqa-mini-coconut-c2-analysis, "
+     "prosqa-mini-coconut-frontier, prosqa-mini-coconut-mixed, prosqa-mini-cot, prosqa-mini-no-cot"),
 ])
 def test_bad_train_flags_fail_with_one_line_and_write_nothing(mini_dir, tmp_path, flags, line):
     out = tmp_path / "run"
