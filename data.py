@@ -281,7 +281,7 @@ def statement_template(s):
     of its own, before the child ("Every X not P"): the polarity is then found after the parent, one token, where
     after the child it needed the pair, since a distractor gives the queried property's opposite (docs/lab.md)."""
     body, neg = s[1:-1], ["not"] if "not" in s else []
-    form = [w for w in body[:-1] if w != "not"]  # the words between the subject and the child, "not" apart
+    form = [w for w in body[:-1] if w != "not"]  # the words after the first, up to the child, "not" apart
     if s[0] in ("Every", "Each") and s[2] == "is" and set(body[2:-1]) <= {"a", "an", "not"}:
         return ["Every", s[1], *neg, s[-2], " ".join([s[0], "_"] + form[1:] + ["_", "."])]
     if s[0][:1].isupper() and s[0].endswith("es") and s[1] == "are" and set(body[1:-1]) <= {"not"}:
